@@ -1,0 +1,38 @@
+# Front door: `make demo` runs the whole system against the simulator; `make test` runs the suite.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.deps-stamp
+
+.PHONY: setup demo test test-all bench chaos lint clean
+
+# venv + dependencies + redis-server (installed with apt-get when missing); non-editable install
+# so a file missing from the package (a .lua script) fails here, not in production
+setup: $(STAMP)
+	$(BIN)/pip install -q --no-deps --force-reinstall . >/dev/null
+	@$(BIN)/python -c "import backbeat.workers.scripts as s; s.source('transition')"
+
+$(STAMP): pyproject.toml
+	bash deploy/ensure-redis.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade "pip>=25.1"
+	$(BIN)/pip install -q . --group test --group bench --group lint
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/backbeat demo
+
+test: setup
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-all: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m tests.bench.run
+
+lint: setup
+	$(BIN)/ruff check config workers tasks api simulator tests
+
+clean:
+	rm -rf $(VENV) build .run *.egg-info .pytest_cache

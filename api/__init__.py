@@ -1,0 +1,1 @@
+"""What producers and callers touch: the HTTP API, the Python client and the CLI."""

@@ -1,0 +1,143 @@
+"""The ``backbeat`` command line: enqueue, status, watch, limiter, sim, demo."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+from marshmallow import ValidationError
+
+from ..workers.errors import BackbeatError, JobNotFound, WaitTimeout
+
+
+def _client():
+    from .client import Client
+
+    try:
+        return Client()
+    except ValueError as err:  # bad BACKBEAT_* value
+        raise click.UsageError(str(err)) from None
+
+
+def _print(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=False))
+
+
+@click.group()
+def main() -> None:
+    """backbeat: exactly-once, rate-perfect generation jobs against a Suno-API provider."""
+
+
+@main.command()
+@click.argument("job_type", type=click.Choice(["add-instrumental", "add-vocals"]))
+@click.option("--param", "-p", "pairs", multiple=True, metavar="NAME=VALUE",
+              help="A provider field; numbers are parsed as JSON (styleWeight=0.5).")
+@click.option("--json", "json_params", help="All provider fields as one JSON object.")
+@click.option("--idempotency-key", "-k", help="Same key, same job: safe to retry.")
+@click.option("--priority", type=click.IntRange(0, 9), default=0, show_default=True)
+@click.option("--wait", "wait_s", type=float, default=None, metavar="SECONDS",
+              help="Wait up to SECONDS for a terminal state and print it.")
+def enqueue(job_type: str, pairs: tuple[str, ...], json_params: str | None,
+            idempotency_key: str | None, priority: int, wait_s: float | None) -> None:
+    """Queue one job and print it."""
+    params: dict[str, Any] = {}
+    if json_params:
+        try:
+            params = json.loads(json_params)
+        except ValueError as err:
+            raise click.BadParameter(f"not JSON: {err}", param_hint="--json") from None
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--param")
+        params[name] = _scalar(name, value)
+    client = _client()
+    try:
+        job = client.enqueue(job_type, params, idempotency_key=idempotency_key, priority=priority)
+        if wait_s is not None:
+            job = client.wait(job["id"], timeout=wait_s)
+    except ValidationError as err:
+        click.echo("invalid request:", err=True)
+        _print_errors(err.messages)
+        sys.exit(2)
+    except WaitTimeout as err:
+        click.echo(str(err), err=True)
+        sys.exit(3)
+    except BackbeatError as err:
+        click.echo(str(err), err=True)
+        sys.exit(1)
+    _print(job)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--follow", "-f", is_flag=True, help="Print every change until terminal.")
+@click.option("--timeout", type=float, default=3600, show_default=True)
+def status(job_id: str, follow: bool, timeout: float) -> None:
+    """Print one job (or follow it through its transitions)."""
+    client = _client()
+    try:
+        if not follow:
+            _print(client.get(job_id))
+            return
+        for job in client.follow(job_id, timeout):
+            err = job["error"]
+            click.echo(f"{job['updated_at']}  {job['state']:<12} attempts={job['attempts']} "
+                       f"task={job['upstream_task_id'] or '-'}"
+                       + (f" error={err['code']}: {err['message']}" if err else ""))
+    except JobNotFound as err:
+        click.echo(str(err), err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--count", type=int, default=0, help="Stop after this many events (0: never).")
+def watch(count: int) -> None:
+    """Follow the transition event stream of every job."""
+    client = _client()
+    store, seen, last = client.rt.store, 0, "$"
+    while count == 0 or seen < count:
+        for stream_id, ev in store.read_events(last, block_ms=5000):
+            last = stream_id
+            seen += 1
+            click.echo(f"{ev.get('t')}  {ev.get('job')}  {ev.get('from') or '-'} -> "
+                       f"{ev.get('to')}  ({ev.get('reason')})")
+
+
+@main.command()
+def limiter() -> None:
+    """Show the limiter's rate and the backlog for the configured account."""
+    from ..workers.status import limiter_status
+
+    _print(limiter_status(_client().rt))
+
+
+def _scalar(name: str, value: str) -> Any:
+    if name in ("styleWeight", "weirdnessConstraint", "audioWeight"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _print_errors(messages: Any, prefix: str = "") -> None:
+    if isinstance(messages, dict):
+        for key, sub in messages.items():
+            _print_errors(sub, f"{prefix}{key}." if not isinstance(sub, list) else f"{prefix}{key}")
+    elif isinstance(messages, list):
+        for msg in messages:
+            click.echo(f"  {prefix or '_'}: {msg}", err=True)
+
+
+def _register_optional() -> None:
+    from ..simulator.cli import sim
+    from .demo import demo
+
+    main.add_command(sim, "sim")
+    main.add_command(demo, "demo")
+
+
+_register_optional()

@@ -1,0 +1,140 @@
+"""Starting and stopping the system's processes locally (the demo and the test fixtures)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from redis import Redis
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def venv_bin(name: str) -> str:
+    """The console script ``name`` beside this interpreter (falls back to PATH)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else (shutil.which(name) or name)
+
+
+@dataclass
+class Proc:
+    """One child process in its own process group, its output in ``log_path``."""
+
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+
+    @classmethod
+    def start(cls, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Proc:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{name}.log"
+        log = open(log_path, "ab")  # noqa: SIM115 - owned by the child
+        popen = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        return cls(name, popen, log_path)
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for_log(self, needle: str, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if needle in self.log_text():
+                return
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited early:\n{self.log_text()[-3000:]}")
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name}: {needle!r} not seen in {timeout_s} s")
+
+    def signal(self, sig: int) -> None:
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM the group, then SIGKILL what is left after ``timeout_s``."""
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
+        self.signal(signal.SIGKILL)
+        try:
+            self.popen.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def start_redis(log_dir: Path, port: int, appendonly: bool = False) -> Proc:
+    """A private redis-server on 127.0.0.1:port, ready when this returns."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise RuntimeError("redis-server not found: run deploy/ensure-redis.sh")
+    data_dir = log_dir / f"redis-{port}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
+            "--save", "", "--appendonly", "yes" if appendonly else "no",
+            "--appendfsync", "everysec"]
+    proc = Proc.start(f"redis-{port}", argv, dict(os.environ), log_dir)
+    client = Redis(port=port, socket_connect_timeout=1)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.ping()
+            return proc
+        except Exception:  # noqa: BLE001 - not up yet
+            if time.monotonic() > deadline or not proc.alive():
+                raise RuntimeError(f"redis-server did not start:\n{proc.log_text()}") from None
+            time.sleep(0.05)
+
+
+def wait_http(url: str, timeout_s: float = 30.0) -> None:
+    """Wait until ``url`` answers any HTTP status."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            requests.get(url, timeout=2)
+            return
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer in {timeout_s} s") from None
+            time.sleep(0.1)
+
+
+def celery_argv(*args: str) -> list[str]:
+    return [venv_bin("celery"), "-A", "backbeat.workers.app", *args]
+
+
+def worker_argv(name: str, concurrency: int = 4, loglevel: str = "INFO") -> list[str]:
+    """A worker exactly as the Procfile runs it (plus a node name)."""
+    return celery_argv("worker", "-Q", "submit,reconcile", "--prefetch-multiplier", "1",
+                       "--concurrency", str(concurrency), "-l", loglevel, "-n", f"{name}@%h",
+                       "--without-mingle", "--without-gossip")
+
+
+def beat_argv(schedule_path: Path, loglevel: str = "INFO") -> list[str]:
+    return celery_argv("beat", "-l", loglevel, "--schedule", str(schedule_path))
+
+
+def web_argv(port: int, workers: int = 2) -> list[str]:
+    return [venv_bin("gunicorn"), "backbeat.api.web:create_app()", "--bind",
+            f"127.0.0.1:{port}", "--workers", str(workers), "--access-logfile", "-"]

@@ -1,0 +1,213 @@
+"""The HTTP API and callback receiver (Flask + flask-smorest; OpenAPI at /openapi.json).
+
+Run: ``gunicorn 'backbeat.api.web:create_app()' -b 0.0.0.0:$PORT``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+from flask import Flask, jsonify, request
+from flask.views import MethodView
+from flask_smorest import Api, Blueprint, abort
+from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from ..config.settings import Settings, get_settings
+from ..workers import jobs
+from ..workers.callbacks import apply_callback
+from ..workers.errors import IdempotencyConflict, InvalidTransition, JobNotFound
+from ..workers.runtime import Runtime
+from ..workers.signing import verify
+from ..workers.status import limiter_status
+from .schemas import CallbackAck, Health, JobOut, LimiterOut
+
+log = logging.getLogger(__name__)
+
+#: largest request body accepted, in bytes
+MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the WSGI app for ``settings`` (default: the BACKBEAT_* environment)."""
+    rt = Runtime(settings or get_settings())
+    app = Flask(__name__)
+    app.config.update(
+        API_TITLE="backbeat",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        API_SPEC_OPTIONS={"components": {"securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"}}}},
+    )
+    api = Api(app)
+    api.register_blueprint(_jobs_blueprint(rt))
+    api.register_blueprint(_callbacks_blueprint(rt))
+    api.register_blueprint(_ops_blueprint(rt))
+    _json_errors(app)
+    return app
+
+
+def _require_token(rt: Runtime) -> None:
+    tokens = rt.settings.api_tokens
+    if not tokens:
+        if rt.settings.is_prod:
+            abort(401, message="the API is closed: set BACKBEAT_API_TOKENS")
+        return
+    header = request.headers.get("Authorization", "")
+    given = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    if not given or not any(hmac.compare_digest(given, t.reveal()) for t in tokens):
+        abort(401, message="missing or invalid bearer token")
+
+
+def _jobs_blueprint(rt: Runtime) -> Blueprint:
+    blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Generation jobs")
+    blp.before_request(lambda: _require_token(rt))
+
+    @blp.route("")
+    class Jobs(MethodView):
+        @blp.doc(security=[{"bearer": []}], requestBody={"required": True, "content": {
+            "application/json": {"schema": {"type": "object"}}}})
+        @blp.response(202, JobOut)
+        @blp.alt_response(409, description="idempotency key reused with other parameters")
+        @blp.alt_response(422, description="invalid request (field messages)")
+        def post(self) -> Any:
+            """Create a job (``Idempotency-Key`` header or ``idempotency_key`` field)."""
+            body = request.get_json(silent=True)
+            if not isinstance(body, dict):
+                abort(422, errors={"json": {"_schema": ["Body must be a JSON object."]}})
+            header_key = request.headers.get("Idempotency-Key")
+            if header_key:
+                if body.get("idempotency_key") not in (None, header_key):
+                    abort(422, errors={"json": {"idempotency_key": [
+                        "Differs from the Idempotency-Key header."]}})
+                body = {**body, "idempotency_key": header_key}
+            try:
+                job, created = jobs.enqueue(rt, body)
+            except ValidationError as err:
+                abort(422, errors={"json": err.messages})
+            except IdempotencyConflict as err:
+                abort(409, message=str(err))
+            return job.to_public(), 202, {"Idempotent-Replayed": "false" if created else "true"}
+
+    @blp.route("/<job_id>")
+    class JobById(MethodView):
+        @blp.doc(security=[{"bearer": []}])
+        @blp.response(200, JobOut)
+        @blp.alt_response(404, description="no such job")
+        def get(self, job_id: str) -> Any:
+            """Read one job's current state."""
+            try:
+                return jobs.get(rt, job_id).to_public()
+            except JobNotFound as err:
+                abort(404, message=str(err))
+
+        @blp.doc(security=[{"bearer": []}])
+        @blp.response(200, JobOut)
+        @blp.alt_response(404, description="no such job")
+        @blp.alt_response(409, description="already submitted: cannot cancel")
+        def delete(self, job_id: str) -> Any:
+            """Cancel a job that has not been submitted yet."""
+            try:
+                return jobs.cancel(rt, job_id).to_public()
+            except JobNotFound as err:
+                abort(404, message=str(err))
+            except InvalidTransition as err:
+                abort(409, message=str(err))
+
+    return blp
+
+
+def _callbacks_blueprint(rt: Runtime) -> Blueprint:
+    blp = Blueprint("callbacks", __name__, url_prefix="/v1/callbacks",
+                    description="Provider stage callbacks (signed URLs)")
+
+    @blp.route("/<job_id>", methods=["POST"])
+    @blp.doc(parameters=[{"in": "query", "name": "sig", "required": True,
+                          "schema": {"type": "string"}}],
+             requestBody={"required": True, "content": {
+                 "application/json": {"schema": {"type": "object"}}}})
+    @blp.response(200, CallbackAck)
+    @blp.alt_response(403, description="bad signature")
+    def callback(job_id: str) -> Any:
+        """Receive one provider callback for a job; answered at once."""
+        if not verify(rt.secret, job_id, request.args.get("sig")):
+            abort(403, message="bad callback signature")
+        try:
+            result = apply_callback(rt, job_id, request.get_json(silent=True))
+        except ValidationError as err:
+            abort(422, errors={"json": err.messages})
+        except LookupError:
+            abort(404, message=f"no job {job_id}")
+        return {"code": 200, "msg": "applied" if result.applied else "no change",
+                "state": result.state}
+
+    return blp
+
+
+def _ops_blueprint(rt: Runtime) -> Blueprint:
+    blp = Blueprint("ops", __name__, description="Health and limiter status")
+
+    @blp.route("/healthz")
+    @blp.response(200, Health)
+    @blp.alt_response(503, description="Redis unreachable")
+    def healthz() -> Any:
+        """Liveness: the process answers and Redis answers."""
+        try:
+            ok = bool(rt.redis.ping())
+        except Exception:  # noqa: BLE001 - any Redis failure means unhealthy
+            ok = False
+        return ({"status": "ok", "redis": True}, 200) if ok else (
+            {"status": "degraded", "redis": False}, 503)
+
+    @blp.route("/v1/limiter")
+    @blp.doc(security=[{"bearer": []}])
+    @blp.response(200, LimiterOut)
+    def limiter() -> Any:
+        """Limiter and backlog figures for the configured provider account."""
+        _require_token(rt)
+        return limiter_status(rt)
+
+    @blp.route("/metrics")
+    @blp.doc(responses={"200": {"description": "Prometheus text format"}})
+    def metrics() -> Any:
+        """Prometheus metrics: backlog sizes and duplicate upstream tasks."""
+        k, r = rt.keys, rt.redis
+        dups = int(r.get(f"{k.prefix}:metrics:duplicate_upstream_tasks") or 0)
+        lines = [
+            "# TYPE backbeat_jobs_queued gauge", f"backbeat_jobs_queued {r.zcard(k.queued)}",
+            "# TYPE backbeat_jobs_in_flight gauge", f"backbeat_jobs_in_flight {r.zcard(k.poll)}",
+            "# TYPE backbeat_jobs_uncertain gauge",
+            f"backbeat_jobs_uncertain {r.zcard(k.uncertain)}",
+            "# TYPE backbeat_duplicate_upstream_tasks_total counter",
+            f"backbeat_duplicate_upstream_tasks_total {dups}",
+        ]
+        return "\n".join(lines) + "\n", 200, {"Content-Type": "text/plain; version=0.0.4"}
+
+    return blp
+
+
+def _json_errors(app: Flask) -> None:
+    """Every error is JSON with a message; a 500 never shows a traceback."""
+
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException) -> Any:
+        payload: dict[str, Any] = {"code": err.code, "status": err.name,
+                                   "message": err.description}
+        data = getattr(err, "data", None)
+        if isinstance(data, dict):
+            if "message" in data:
+                payload["message"] = data["message"]
+            if "errors" in data:
+                payload["errors"] = data["errors"]
+        return jsonify(payload), err.code
+
+    @app.errorhandler(Exception)
+    def unexpected(err: Exception) -> Any:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return jsonify({"code": 500, "status": "Internal Server Error",
+                        "message": "internal error; see the server log"}), 500

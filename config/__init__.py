@@ -1,0 +1,1 @@
+"""What is set, never computed: settings, provider profiles, Celery configuration."""

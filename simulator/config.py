@@ -1,0 +1,156 @@
+"""Simulator configuration: one frozen dataclass of settings and run-time knobs."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config.providers import get_profile
+
+#: settings fixed at start; every other field is a knob settable through POST /__faults
+STATIC_FIELDS = frozenset({"profile", "host", "port", "api_key", "verbose"})
+
+#: knob name -> kind, used to validate values arriving as JSON
+_KINDS: dict[str, str] = {
+    "http_status_errors": "bool",
+    "retry_after_s": "opt_nonneg",
+    "rate_limit": "pos_int",
+    "rate_window_s": "pos",
+    "poll_limit_per_s": "pos_int",
+    "poll_window_s": "pos",
+    "polls_count_in_window": "bool",
+    "text_after_s": "nonneg",
+    "first_after_s": "nonneg",
+    "complete_after_s": "nonneg",
+    "fail_rate": "prob",
+    "sensitive_words": "str_list",
+    "complete_only_rate": "prob",
+    "tracks": "pos_int",
+    "seed": "opt_int",
+    "callbacks_enabled": "bool",
+    "callback_loss_rate": "prob",
+    "callback_duplicate_rate": "prob",
+    "callback_backoff_scale": "nonneg",
+    "callback_timeout_s": "pos",
+    "webhook_hmac_key": "str",
+    "maintenance": "bool",
+    "credits_exhausted": "bool",
+    "server_error_rate": "prob",
+    "accept_timeout_rate": "prob",
+    "accept_timeout_sleep_s": "nonneg",
+    "drop_rate": "prob",
+    "drop_after_accept": "bool",
+    "latency_ms": "nonneg",
+}
+
+#: every knob name, sorted (what GET /__faults shows)
+KNOBS: tuple[str, ...] = tuple(sorted(_KINDS))
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Everything the simulator does, as data; replaced whole when a knob changes.
+
+    Times are seconds on the monotonic clock unless the name says otherwise (``latency_ms``).
+    Probabilities (``*_rate``) are in [0, 1]. Example: ``SimConfig(profile="kie", fail_rate=1)``.
+    """
+
+    profile: str = "sunoapi"
+    host: str = "127.0.0.1"
+    #: 0 picks a free port
+    port: int = 0
+    #: empty = no auth check; otherwise ``Authorization: Bearer <api_key>`` is required
+    api_key: str = field(default="", repr=False)
+    verbose: bool = False
+    # -- answers
+    http_status_errors: bool = False
+    retry_after_s: float | None = None
+    # -- account create window and per-task poll window
+    rate_limit: int = 20
+    rate_window_s: float = 10.0
+    poll_limit_per_s: int = 3
+    poll_window_s: float = 1.0
+    polls_count_in_window: bool = False
+    # -- task timeline, measured from acceptance
+    text_after_s: float = 1.0
+    first_after_s: float = 2.0
+    complete_after_s: float = 3.0
+    fail_rate: float = 0.0
+    sensitive_words: tuple[str, ...] = ()
+    complete_only_rate: float = 0.0
+    tracks: int = 2
+    seed: int | None = None
+    # -- callbacks
+    callbacks_enabled: bool = True
+    callback_loss_rate: float = 0.0
+    callback_duplicate_rate: float = 0.0
+    #: multiplies the retry backoff (0.5 s, 1 s, 2 s)
+    callback_backoff_scale: float = 1.0
+    callback_timeout_s: float = 15.0
+    webhook_hmac_key: str = field(default="", repr=False)
+    # -- faults
+    maintenance: bool = False
+    credits_exhausted: bool = False
+    server_error_rate: float = 0.0
+    accept_timeout_rate: float = 0.0
+    accept_timeout_sleep_s: float = 35.0
+    drop_rate: float = 0.0
+    drop_after_accept: bool = False
+    latency_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        get_profile(self.profile)
+        for name, kind in _KINDS.items():
+            object.__setattr__(self, name, _check(name, kind, getattr(self, name)))
+        if not self.text_after_s <= self.first_after_s <= self.complete_after_s:
+            raise ValueError("need text_after_s <= first_after_s <= complete_after_s")
+
+    def knobs(self) -> dict[str, Any]:
+        """The run-time knobs as JSON-ready values (the HMAC key masked)."""
+        out = {name: getattr(self, name) for name in KNOBS}
+        out["sensitive_words"] = list(self.sensitive_words)
+        if self.webhook_hmac_key:
+            out["webhook_hmac_key"] = "***"
+        return out
+
+    def with_knobs(self, updates: dict[str, Any]) -> SimConfig:
+        """A copy with ``updates`` merged in; ValueError names an unknown knob or bad value."""
+        unknown = sorted(set(updates) - set(_KINDS))
+        if unknown:
+            raise ValueError(f"unknown knob(s) {unknown}; known: {list(KNOBS)}")
+        return dataclasses.replace(self, **updates)
+
+
+def _check(name: str, kind: str, value: Any) -> Any:
+    """Validate one knob value and return it normalised; ValueError says what is wrong."""
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a string")
+        return value
+    if kind == "str_list":
+        if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{name} must be a list of strings")
+        return tuple(value)
+    if value is None and kind.startswith("opt_"):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number")
+    if kind in ("pos_int", "opt_int"):
+        if value != int(value):
+            raise ValueError(f"{name} must be an integer")
+        if kind == "pos_int" and value < 1:
+            raise ValueError(f"{name} must be >= 1")
+        return int(value)
+    if kind == "prob" and not 0 <= value <= 1:
+        raise ValueError(f"{name} must be between 0 and 1")
+    if kind == "pos" and value <= 0:
+        raise ValueError(f"{name} must be > 0")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0")
+    return float(value)

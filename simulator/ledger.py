@@ -1,0 +1,184 @@
+"""The ledger: every call, the sliding windows, the tasks and the counters, under one lock."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from typing import Any
+
+from .tasks import Task, status_at
+
+#: duplicate_titles keeps at most this many titles
+MAX_DUPLICATE_TITLES = 100
+
+#: call outcome -> the /__stats counters it adds to
+_OUTCOME_COUNTERS: dict[str, tuple[str, ...]] = {
+    "accepted": (),
+    "timeout_after_accept": ("timeouts_after_accept",),
+    "dropped_after_accept": ("dropped",),
+    "dropped": ("dropped",),
+    "throttled": ("throttled",),
+    "invalid": ("invalid",),
+    "too_long": ("too_long",),
+    "unauthorized": ("unauthorized",),
+    "credits": ("credits",),
+    "maintenance": ("maintenance",),
+    "server_error": ("server_errors",),
+}
+#: counters always present in /__stats, even at zero
+_COUNTERS = (
+    "throttled",
+    "invalid",
+    "too_long",
+    "unauthorized",
+    "credits",
+    "maintenance",
+    "server_errors",
+    "timeouts_after_accept",
+    "dropped",
+    "not_found",
+    "polls",
+    "polls_throttled",
+    "polls_unknown_task",
+    "callbacks_sent",
+    "callbacks_failed",
+    "callbacks_lost",
+    "callbacks_duplicated",
+    "callbacks_retried",
+)
+
+
+def _prune(window: deque[float], now: float, window_s: float) -> None:
+    """Drop the arrivals that are ``window_s`` or more before ``now``."""
+    while window and window[0] <= now - window_s:
+        window.popleft()
+
+
+def max_in_window(times: list[float], window_s: float) -> int:
+    """Most arrivals in any half-open interval of ``window_s`` seconds (two pointers)."""
+    ordered = sorted(times)
+    best = left = 0
+    for right, t in enumerate(ordered):
+        while t - ordered[left] >= window_s:
+            left += 1
+        best = max(best, right - left + 1)
+    return best
+
+
+class Ledger:
+    """Thread-safe record of what the simulated provider saw and did.
+
+    ``lock`` is re-entrant and is the only lock: callers that need several steps to be
+    atomic (e.g. drawing from the shared random generator) take it around them.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every call, window, task and counter."""
+        with self.lock:
+            self._calls: list[dict[str, Any]] = []
+            self._counts: Counter[str] = Counter()
+            self._attempt_times: list[float] = []
+            self._accepted_times: list[float] = []
+            self._window: deque[float] = deque()
+            self._poll_windows: dict[str, deque[float]] = {}
+            self._tasks: dict[str, Task] = {}
+            self._seen: set[tuple[str, str]] = set()
+            self._duplicates = 0
+            self._duplicate_titles: list[str] = []
+
+    def admit_create(self, limit: int, window_s: float) -> tuple[bool, float]:
+        """Count a create attempt at the rate check; (admitted?, monotonic time of the check)."""
+        with self.lock:
+            now = time.monotonic()
+            self._attempt_times.append(now)
+            _prune(self._window, now, window_s)
+            if len(self._window) >= limit:
+                return False, now
+            self._window.append(now)
+            return True, now
+
+    def admit_poll(
+        self, task_id: str, limit: int, window_s: float, account: tuple[int, float] | None
+    ) -> bool:
+        """Admit one record-info poll against the task's window (and the account's, if given)."""
+        with self.lock:
+            now = time.monotonic()
+            polls = self._poll_windows.setdefault(task_id, deque())
+            _prune(polls, now, window_s)
+            if len(polls) >= limit:
+                return False
+            if account is not None:
+                _prune(self._window, now, account[1])
+                if len(self._window) >= account[0]:
+                    return False
+                self._window.append(now)
+            polls.append(now)
+            return True
+
+    def add_task(self, task: Task) -> bool:
+        """Store an accepted (charged) task; True when its (endpoint, title) was paid before."""
+        key = (task.endpoint, str(task.request.get("title")))
+        with self.lock:
+            self._tasks[task.task_id] = task
+            self._accepted_times.append(task.accepted_t)
+            duplicate = key in self._seen
+            self._seen.add(key)
+            if duplicate:
+                self._duplicates += 1
+                if len(self._duplicate_titles) < MAX_DUPLICATE_TITLES:
+                    self._duplicate_titles.append(key[1])
+            return duplicate
+
+    def record_call(self, **call: Any) -> None:
+        """Append one create call (t, wall, endpoint, code, title, taskId, outcome) and count it."""
+        call.setdefault("wall", time.time())
+        with self.lock:
+            self._calls.append(call)
+            self._counts.update(_OUTCOME_COUNTERS[call["outcome"]])
+
+    def count(self, key: str, n: int = 1) -> None:
+        """Add ``n`` to counter ``key``."""
+        with self.lock:
+            self._counts[key] += n
+
+    def task(self, task_id: str) -> Task | None:
+        """The task with this id, or None."""
+        with self.lock:
+            return self._tasks.get(task_id)
+
+    def add_callback_record(self, task: Task, record: dict[str, Any]) -> None:
+        """Note one callback delivery (or loss, or failure) on its task."""
+        with self.lock:
+            task.callbacks.append(record)
+
+    def calls(self) -> list[dict[str, Any]]:
+        """A copy of every create call, in arrival order."""
+        with self.lock:
+            return [dict(c) for c in self._calls]
+
+    def stats(self, rate_limit: int, rate_window_s: float) -> dict[str, Any]:
+        """The /__stats document."""
+        with self.lock:
+            now = time.monotonic()
+            by_status = Counter(status_at(t, now) for t in self._tasks.values())
+            out: dict[str, Any] = {
+                "calls_total": len(self._calls),
+                "accepted": len(self._accepted_times),
+            }
+            out.update({key: self._counts[key] for key in _COUNTERS})
+            out.update(
+                duplicates_by_title=self._duplicates,
+                duplicate_titles=list(self._duplicate_titles),
+                max_calls_in_window=max_in_window(self._attempt_times, rate_window_s),
+                max_accepted_in_window=max_in_window(self._accepted_times, rate_window_s),
+                rate_limit=rate_limit,
+                rate_window_s=rate_window_s,
+                tasks_total=len(self._tasks),
+                tasks=dict(sorted(by_status.items())),
+            )
+            return out

@@ -1,0 +1,219 @@
+"""The simulated provider: create and record-info calls turned into answers, faults included."""
+
+from __future__ import annotations
+
+import hmac
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config.providers import get_profile
+from .callbacks import CallbackSender
+from .config import SimConfig
+from .ledger import Ledger
+from .tasks import callback_plan, plan_task, record_info_data
+from .validation import Invalid, parse_body, validate
+
+#: msg sent with each error situation (kie wording where it is known)
+MESSAGES = {
+    "throttled": "Your call frequency is too high. Please try again later.",
+    "maintenance": "The system is currently undergoing maintenance. Please try again later.",
+    "credits": "The current credits are insufficient. Please top up.",
+    "unauthorized": "You do not have access permissions",
+    "server_error": "Server error, please try again later.",
+    "not_found": "Not found: wrong method or path",
+}
+#: situations whose HTTP status equals the body code when ``http_status_errors`` is on
+_HTTP_STATUS_SITUATIONS = frozenset({"throttled", "credits", "maintenance", "unauthorized"})
+
+
+@dataclass
+class Answer:
+    """What the HTTP layer should do: wait ``delay_s``, then answer, or drop the connection."""
+
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    #: close the socket without writing anything
+    drop: bool = False
+
+
+def envelope(code: int, msg: str, data: Any = None) -> dict[str, Any]:
+    """The providers' answer shape."""
+    return {"code": code, "msg": msg, "data": data}
+
+
+class Simulator:
+    """Provider behaviour behind the HTTP handler; thread-safe through the ledger's lock."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.initial = config
+        self.config = config
+        self.profile = get_profile(config.profile)
+        self.ledger = Ledger()
+        self.rng = random.Random(config.seed)
+        self.callbacks = CallbackSender(self.ledger, lambda: self.config)
+
+    # -- answers -------------------------------------------------------------------------
+
+    def error(self, situation: str, cfg: SimConfig, msg: str | None = None) -> Answer:
+        """An error answer for ``situation`` with the profile's code."""
+        code = self.profile.emits[situation]
+        status = 200
+        if situation in ("server_error", "not_found"):
+            status = code
+        elif cfg.http_status_errors and situation in _HTTP_STATUS_SITUATIONS:
+            status = code
+        headers = {}
+        if situation == "throttled" and cfg.retry_after_s is not None:
+            headers["Retry-After"] = str(math.ceil(cfg.retry_after_s))
+        body = envelope(code, msg or MESSAGES[situation])
+        return Answer(status, body, headers, delay_s=cfg.latency_ms / 1000)
+
+    def _authorized(self, cfg: SimConfig, authorization: str | None) -> bool:
+        """True when no key is configured or the bearer token matches it."""
+        if not cfg.api_key:
+            return True
+        expected = f"Bearer {cfg.api_key}".encode()
+        return hmac.compare_digest((authorization or "").encode("utf-8", "replace"), expected)
+
+    def _draw(self, *rates: float) -> list[bool]:
+        """One shared-generator draw per rate: True with that probability."""
+        with self.ledger.lock:
+            return [self.rng.random() < rate for rate in rates]
+
+    # -- create --------------------------------------------------------------------------
+
+    def create(self, endpoint: str, authorization: str | None, raw: bytes) -> Answer:
+        """Handle POST add-instrumental / add-vocals in the documented order of checks."""
+        cfg = self.config
+        drop, server_error, slow = self._draw(
+            cfg.drop_rate, cfg.server_error_rate, cfg.accept_timeout_rate
+        )
+        try:
+            body: dict[str, Any] | Invalid = parse_body(raw)
+        except Invalid as exc:
+            body = exc
+        title = body.get("title") if isinstance(body, dict) else None
+        title = title if isinstance(title, str) else None
+
+        def reject(outcome: str, msg: str | None = None, t: float | None = None) -> Answer:
+            answer = self.error(outcome, cfg, msg)
+            self.ledger.record_call(
+                t=time.monotonic() if t is None else t, endpoint=endpoint,
+                code=answer.body["code"], title=title, taskId=None, outcome=outcome,
+            )
+            return answer
+
+        if drop and not cfg.drop_after_accept:
+            self.ledger.record_call(
+                t=time.monotonic(), endpoint=endpoint, code=None, title=title, taskId=None,
+                outcome="dropped",
+            )
+            return Answer(drop=True)
+        if cfg.maintenance:
+            return reject("maintenance")
+        if server_error:
+            return reject("server_error")
+        if not self._authorized(cfg, authorization):
+            return reject("unauthorized")
+        if cfg.credits_exhausted:
+            return reject("credits")
+        try:
+            if isinstance(body, Invalid):
+                raise body
+            validate(endpoint, body, cfg.profile)
+        except Invalid as exc:
+            return reject(exc.situation, str(exc))
+        admitted, t = self.ledger.admit_create(cfg.rate_limit, cfg.rate_window_s)
+        if not admitted:
+            return reject("throttled", t=t)
+        return self._accept(endpoint, body, title, cfg, t, drop, slow)
+
+    def _accept(
+        self, endpoint: str, body: dict[str, Any], title: str | None, cfg: SimConfig,
+        t: float, drop: bool, slow: bool,
+    ) -> Answer:
+        """Create and charge the task, schedule its callbacks, then answer (or not)."""
+        with self.ledger.lock:
+            task_id = f"{self.rng.getrandbits(128):032x}"
+            task = plan_task(task_id, endpoint, body, cfg, self.rng, t)
+        self.ledger.add_task(task)
+        self._schedule_callbacks(task, cfg)
+        outcome = "dropped_after_accept" if drop else "timeout_after_accept" if slow else "accepted"
+        self.ledger.record_call(
+            t=t, endpoint=endpoint, code=None if drop else 200, title=title, taskId=task_id,
+            outcome=outcome,
+        )
+        if drop:
+            return Answer(drop=True)
+        delay = cfg.latency_ms / 1000 + (cfg.accept_timeout_sleep_s if slow else 0.0)
+        return Answer(200, envelope(200, "success", {"taskId": task_id}), delay_s=delay)
+
+    def _schedule_callbacks(self, task: Any, cfg: SimConfig) -> None:
+        """Queue every stage callback of a new task, deciding losses and duplicates now."""
+        if not cfg.callbacks_enabled:
+            return
+        for offset, kind in callback_plan(task):
+            lost, duplicate = self._draw(cfg.callback_loss_rate, cfg.callback_duplicate_rate)
+            self.callbacks.schedule(task, kind, task.accepted_t + offset, lost, duplicate)
+
+    # -- record-info ---------------------------------------------------------------------
+
+    def record_info(self, task_id: str | None, authorization: str | None) -> Answer:
+        """Handle GET record-info: faults, auth, unknown task, poll windows, then the data."""
+        cfg = self.config
+        self.ledger.count("polls")
+        (server_error,) = self._draw(cfg.server_error_rate)
+        if cfg.maintenance:
+            return self.error("maintenance", cfg)
+        if server_error:
+            return self.error("server_error", cfg)
+        if not self._authorized(cfg, authorization):
+            return self.error("unauthorized", cfg)
+        task = self.ledger.task(task_id) if task_id else None
+        if task is None:
+            self.ledger.count("polls_unknown_task")
+            return self.error("invalid", cfg, "task not found")
+        account = (cfg.rate_limit, cfg.rate_window_s) if cfg.polls_count_in_window else None
+        limit, window_s = cfg.poll_limit_per_s, cfg.poll_window_s
+        if not self.ledger.admit_poll(task.task_id, limit, window_s, account):
+            self.ledger.count("polls_throttled")
+            return self.error("throttled", cfg)
+        data = record_info_data(task, time.monotonic())
+        return Answer(200, envelope(200, "success", data), delay_s=cfg.latency_ms / 1000)
+
+    # -- admin ---------------------------------------------------------------------------
+
+    def not_found(self) -> Answer:
+        """Envelope 404 for any other method or path."""
+        self.ledger.count("not_found")
+        return self.error("not_found", self.config)
+
+    def stats(self) -> dict[str, Any]:
+        """The /__stats document."""
+        cfg = self.config
+        out = {"profile": cfg.profile}
+        out.update(self.ledger.stats(cfg.rate_limit, cfg.rate_window_s))
+        out["callbacks_pending"] = self.callbacks.pending()
+        return out
+
+    def set_knobs(self, updates: dict[str, Any]) -> dict[str, Any]:
+        """Merge knob values (ValueError on unknown/bad ones); returns the new knobs."""
+        with self.ledger.lock:
+            self.config = self.config.with_knobs(updates)
+            if "seed" in updates:
+                self.rng.seed(self.config.seed)
+            return self.config.knobs()
+
+    def reset(self, faults: bool = False) -> None:
+        """Forget calls, tasks, windows and pending callbacks; ``faults`` restores the knobs."""
+        with self.ledger.lock:
+            self.callbacks.clear()
+            self.ledger.reset()
+            if faults:
+                self.config = self.initial
+            self.rng.seed(self.config.seed)

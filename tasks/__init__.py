@@ -1,0 +1,1 @@
+"""The Celery tasks: thin wrappers that take a job id and call into workers/."""

@@ -1,0 +1,198 @@
+"""Shared fixtures: a real redis-server, the simulator over HTTP, the web app, Celery workers.
+
+The environment is fixed at import (ports chosen now) so that every process and every module
+that reads ``BACKBEAT_*`` sees the same settings: the pytest process and its subprocesses alike.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from backbeat.api.processes import Proc, beat_argv, free_port, start_redis, worker_argv
+
+#: generous bound for every wait in integration tests (the machine is shared and noisy)
+WAIT_S = 90.0
+
+REDIS_PORT, SIM_PORT, WEB_PORT = free_port(), free_port(), free_port()
+API_KEY = f"sk-test-{secrets.token_hex(12)}"
+TEST_ENV = {
+    "BACKBEAT_REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
+    "BACKBEAT_PROVIDER": "sunoapi",
+    "BACKBEAT_API_BASE_URL": f"http://127.0.0.1:{SIM_PORT}",
+    "BACKBEAT_API_KEY": API_KEY,
+    "BACKBEAT_CALLBACK_BASE_URL": f"http://127.0.0.1:{WEB_PORT}",
+    "BACKBEAT_SECRET": secrets.token_hex(16),
+    "BACKBEAT_API_TOKENS": "producer-token-1,producer-token-2",
+    "BACKBEAT_SUBMIT_RATE": "20/10s",
+    "BACKBEAT_POLL_RATE": "20/1s",
+    "BACKBEAT_POLL_INTERVAL": "0.5",
+    "BACKBEAT_POLL_MIN_DELAY": "1",
+    "BACKBEAT_POLL_MAX_DELAY": "3",
+    "BACKBEAT_UNCERTAIN_GRACE": "4",
+    "BACKBEAT_READ_TIMEOUT": "3",
+    "BACKBEAT_MAX_ATTEMPTS": "3",
+}
+os.environ.update(TEST_ENV)
+
+from backbeat.config.settings import Settings, get_settings  # noqa: E402
+
+get_settings.cache_clear()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = WAIT_S, what: str = "") -> Any:
+    """Poll ``predicate`` until truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"not reached within {timeout} s: {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where this session's processes write their logs."""
+    return tmp_path_factory.mktemp("run")
+
+
+@pytest.fixture(scope="session")
+def redis_server(run_dir: Path) -> Iterator[Proc]:
+    """A private redis-server on a free loopback port (fails in CI when missing)."""
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is required in CI")
+        pytest.skip("redis-server not installed")
+    proc = start_redis(run_dir, REDIS_PORT)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def redis(redis_server: Proc):
+    """A client on the test Redis with backbeat's own keys removed (Celery's are kept)."""
+    from redis import Redis
+
+    client = Redis(port=REDIS_PORT, decode_responses=True)
+    for key in client.scan_iter("bb:*", count=1000):
+        if not key.startswith("bb:celery:"):
+            client.delete(key)
+    return client
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+def sim_server() -> Iterator[Any]:
+    """The provider simulator (sunoapi profile) on SIM_PORT, fast timeline."""
+    from backbeat.simulator import SimConfig, SimServer
+
+    server = SimServer(SimConfig(profile="sunoapi", port=SIM_PORT, api_key=API_KEY,
+                                 text_after_s=0.3, first_after_s=0.6, complete_after_s=0.9,
+                                 callback_backoff_scale=0.2)).start()
+    yield server
+    server.stop()
+
+
+FAST_TIMELINE = {"text_after_s": 0.3, "first_after_s": 0.6, "complete_after_s": 0.9}
+
+
+@pytest.fixture
+def sim(sim_server: Any) -> Any:
+    """The simulator with an empty ledger and default knobs (fast timeline)."""
+    requests.post(f"{sim_server.url}/__reset", json={"faults": True}, timeout=10).raise_for_status()
+    sim_server.set_knobs(**FAST_TIMELINE, callback_backoff_scale=0.2)
+    return sim_server
+
+
+@pytest.fixture(scope="session")
+def web_server(redis_server: Proc) -> Iterator[str]:
+    """The web app served over real HTTP on WEB_PORT (werkzeug, threaded)."""
+    from werkzeug.serving import make_server
+
+    from backbeat.api.web import create_app
+
+    server = make_server("127.0.0.1", WEB_PORT, create_app(Settings.from_env()), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{WEB_PORT}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def celery_worker_proc(redis_server: Proc, run_dir: Path) -> Iterator[Proc]:
+    """A real Celery worker (the Procfile's command line) consuming submit and reconcile."""
+    proc = Proc.start("worker", worker_argv("t1", concurrency=4), dict(os.environ), run_dir)
+    proc.wait_for_log("ready.", WAIT_S)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def beat_proc(redis_server: Proc, run_dir: Path) -> Iterator[Proc]:
+    """A real Celery beat sending ``backbeat.reconcile`` every BACKBEAT_POLL_INTERVAL."""
+    proc = Proc.start("beat", beat_argv(run_dir / "beat-schedule"), dict(os.environ), run_dir)
+    proc.wait_for_log("beat: Starting...", WAIT_S)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def stack(redis, sim, web_server, celery_worker_proc, beat_proc) -> dict[str, Any]:
+    """Everything running: Redis, simulator, web, worker, beat."""
+    return {"redis": redis, "sim": sim, "web": web_server, "worker": celery_worker_proc,
+            "beat": beat_proc}
+
+
+def instrumental(title: str = "Night drive", **extra: Any) -> dict[str, Any]:
+    return {"uploadUrl": "https://example.com/vocals.mp3", "title": title,
+            "tags": "synthwave, warm", "negativeTags": "metal", **extra}
+
+
+def vocals(title: str = "City lights", **extra: Any) -> dict[str, Any]:
+    return {"uploadUrl": "https://example.com/backing.mp3", "title": title,
+            "prompt": "[Verse] neon hum", "style": "Jazz", "negativeTags": "screaming", **extra}
+
+
+@pytest.fixture
+def wait() -> Callable[..., Any]:
+    """``wait(predicate, timeout=WAIT_S, what="")``: poll until truthy or fail."""
+    return wait_until
+
+
+@pytest.fixture
+def payload() -> Any:
+    """Builders of valid provider params: ``payload.instrumental(title=...)``, ``.vocals``."""
+
+    class Payloads:
+        instrumental = staticmethod(instrumental)
+        vocals = staticmethod(vocals)
+
+    return Payloads
+
+
+@pytest.fixture
+def client(redis) -> Any:
+    """The Python producer client on the test environment."""
+    from backbeat.api.client import Client
+
+    return Client(Settings.from_env())
+
+
+@pytest.fixture
+def auth() -> dict[str, str]:
+    return {"Authorization": "Bearer producer-token-1"}

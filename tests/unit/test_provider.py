@@ -1,0 +1,128 @@
+"""The provider client against the simulator over HTTP: every answer gets one outcome."""
+
+import os
+import socket
+import threading
+
+import pytest
+
+from backbeat.api.processes import free_port
+from backbeat.config.providers import Outcome, get_profile
+from backbeat.config.settings import Secret
+from backbeat.workers.provider import ProviderClient, parse_retry_after
+
+BODY = {"uploadUrl": "https://example.com/v.mp3", "title": "T", "tags": "rock",
+        "negativeTags": "metal", "callBackUrl": "http://127.0.0.1:9/cb"}
+
+
+def make_client(url, profile="sunoapi", key=None, read_timeout=3.0):
+    return ProviderClient(get_profile(profile), url, Secret(key or os.environ["BACKBEAT_API_KEY"]),
+                          connect_timeout_s=2, read_timeout_s=read_timeout)
+
+
+def test_accepted_carries_the_task_id(sim):
+    answer = make_client(sim.url).create("add-instrumental", BODY)
+    assert answer.outcome is Outcome.ACCEPTED and len(answer.task_id) == 32
+    info = make_client(sim.url).record_info(answer.task_id)
+    assert info.outcome is Outcome.ACCEPTED and info.data["taskId"] == answer.task_id
+
+
+@pytest.mark.parametrize(("knobs", "outcome", "code"), [
+    ({"maintenance": True}, Outcome.MAINTENANCE, 455),
+    ({"credits_exhausted": True}, Outcome.CREDITS, 429),
+    ({"server_error_rate": 1.0}, Outcome.TRANSIENT, 500),
+    ({"rate_limit": 1}, Outcome.THROTTLED, 430),
+])
+def test_body_codes_are_classified(sim, knobs, outcome, code):
+    sim.set_knobs(**knobs)
+    client = make_client(sim.url)
+    if "rate_limit" in knobs:
+        assert client.create("add-instrumental", BODY).outcome is Outcome.ACCEPTED
+    answer = client.create("add-instrumental", BODY)
+    assert (answer.outcome, answer.code) == (outcome, code)
+
+
+def test_http_status_style_and_retry_after(sim):
+    sim.set_knobs(rate_limit=1, http_status_errors=True, retry_after_s=7)
+    client = make_client(sim.url)
+    client.create("add-instrumental", BODY)
+    answer = client.create("add-instrumental", BODY)
+    assert answer.outcome is Outcome.THROTTLED and answer.retry_after_s == 7
+
+
+def test_bad_key_is_unauthorized(sim):
+    answer = make_client(sim.url, key="wrong").create("add-instrumental", BODY)
+    assert answer.outcome is Outcome.UNAUTHORIZED and answer.code == 401
+
+
+def test_invalid_params_are_rejected(sim):
+    answer = make_client(sim.url).create("add-instrumental", {**BODY, "styleWeight": 0.123})
+    assert answer.outcome is Outcome.REJECTED and answer.code == 400
+
+
+def test_timeout_after_accept_is_uncertain(sim):
+    sim.set_knobs(accept_timeout_rate=1.0, accept_timeout_sleep_s=2.0)
+    answer = make_client(sim.url, read_timeout=0.5).create("add-instrumental", BODY)
+    assert answer.outcome is Outcome.UNCERTAIN
+    assert sim.stats()["accepted"] == 1  # the provider did create (and charge) the task
+
+
+def test_dropped_connection_after_accept_is_uncertain(sim):
+    sim.set_knobs(drop_rate=1.0, drop_after_accept=True)
+    assert make_client(sim.url).create("add-instrumental", BODY).outcome is Outcome.UNCERTAIN
+    assert sim.stats()["dropped"] == 1
+
+
+def test_refused_connection_is_transient():
+    answer = make_client(f"http://127.0.0.1:{free_port()}").create("add-instrumental", BODY)
+    assert answer.outcome is Outcome.TRANSIENT and answer.code is None
+
+
+def test_client_never_retries_a_post(sim):
+    sim.set_knobs(server_error_rate=1.0)
+    make_client(sim.url).create("add-instrumental", BODY)
+    assert sim.stats()["server_errors"] == 1
+
+
+@pytest.mark.parametrize(("status", "body", "outcome", "code"), [
+    (200, {"code": 429, "msg": "slow down"}, Outcome.THROTTLED, 429),  # kie: 429 in a 200 body
+    (429, None, Outcome.THROTTLED, 429),  # plain HTTP 429, no envelope
+    (200, {"code": 200, "data": {"taskId": "abc"}}, Outcome.ACCEPTED, 200),
+    (200, {"code": 200, "data": None}, Outcome.UNCERTAIN, 200),  # accepted, but which task?
+    (200, "<html>", Outcome.UNCERTAIN, None),
+    (503, {"code": 455, "msg": "maintenance"}, Outcome.MAINTENANCE, 455),  # body code wins
+    (502, None, Outcome.TRANSIENT, 502),
+])
+def test_classify_body_first_then_status(status, body, outcome, code):
+    client = make_client("http://127.0.0.1:1", profile="kie", key="k")
+    answer = client.classify(status, body, expect_task_id=True)
+    assert (answer.outcome, answer.code) == (outcome, code)
+
+
+def test_retry_after_forms():
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+@pytest.mark.parametrize(("method", "outcome"), [("POST", Outcome.UNCERTAIN),
+                                                 ("GET", Outcome.TRANSIENT)])
+def test_half_written_answer_after_send(method, outcome):
+    """A server that reads the request and closes mid-answer: a POST may have landed."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def serve():
+        conn, _ = server.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"code\":")
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = server.getsockname()[1]
+    client = make_client(f"http://127.0.0.1:{port}", key="k")
+    answer = (client.create("add-instrumental", BODY) if method == "POST"
+              else client.record_info("abc"))
+    server.close()
+    assert answer.outcome is outcome

@@ -1,0 +1,11 @@
+"""The Celery app: ``celery -A backbeat.workers.app worker`` / ``beat``."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from ..config.celery import celery_config
+from ..config.settings import get_settings
+
+app = Celery("backbeat", include=["backbeat.tasks.submit", "backbeat.tasks.reconcile"])
+app.config_from_object(celery_config(get_settings()))

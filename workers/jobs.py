@@ -1,0 +1,53 @@
+"""Producer-facing operations shared by the HTTP API, the Python client and the CLI."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from .dispatch import send_submit
+from .errors import InvalidTransition, JobNotFound
+from .runtime import Runtime
+from .schemas import load_job_request
+from .states import JobState
+from .store import Job
+
+
+def enqueue(rt: Runtime, request: dict[str, Any]) -> tuple[Job, bool]:
+    """Validate, store (record + idempotency key in one step), then send the message.
+
+    Returns (job, created). A replay of the same idempotency key returns the first job; if that
+    job is still ``queued`` its message is sent again (harmless: a submit claims a job only from
+    ``queued``), which covers a producer that crashed between the record and the message.
+    Raises marshmallow.ValidationError (field messages) or IdempotencyConflict.
+    """
+    s = rt.settings
+    data = load_job_request(request, s.models, s.default_model)
+    job, created = rt.store.create(
+        uuid.uuid4().hex,
+        data["type"],
+        data["params"],
+        idempotency_key=data.get("idempotency_key"),
+        priority=data.get("priority", 0),
+        notify_url=data.get("notify_url"),
+    )
+    if created or job.state is JobState.QUEUED:
+        send_submit(job.id)
+    return job, created
+
+
+def get(rt: Runtime, job_id: str) -> Job:
+    job = rt.store.get(job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    return job
+
+
+def cancel(rt: Runtime, job_id: str) -> Job:
+    """Cancel a job that has not been sent to the provider yet."""
+    job = get(rt, job_id)
+    result = rt.store.transition(job_id, JobState.CANCELLED, "cancelled by caller",
+                                 require_from=JobState.QUEUED)
+    if not result.applied:
+        raise InvalidTransition(job_id, (result.before or job.state).value, "cancelled")
+    return get(rt, job_id)

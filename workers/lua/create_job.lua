@@ -1,0 +1,46 @@
+-- create_job.lua: write a new job record and its idempotency key in one atomic step.
+--
+-- Call: EVALSHA sha 4 job idem events queued  job_id has_idem fingerprint idem_ttl_ms maxlen f1 v1 f2 v2 ...
+-- KEYS[1] job     hash    the new job record
+-- KEYS[2] idem    string  "job_id|fingerprint" for this idempotency key (ignored when has_idem = 0)
+-- KEYS[3] events  stream  transition events (capped, approximate MAXLEN)
+-- KEYS[4] queued  zset    job id -> ms it entered ``queued``
+-- Returns {1, job_id, fingerprint} when created, {0, existing_job_id, existing_fingerprint} when the
+-- idempotency key already names a job (the caller compares fingerprints: same -> same job, else 409).
+-- Time is the Redis server clock, in milliseconds.
+
+local job_id = ARGV[1]
+local has_idem = ARGV[2] == "1"
+local fingerprint = ARGV[3]
+local idem_ttl_ms = tonumber(ARGV[4])
+local events_maxlen = tonumber(ARGV[5])
+
+if has_idem then
+  local existing = redis.call('GET', KEYS[2])
+  if existing then
+    local sep = string.find(existing, '|', 1, true)
+    return {0, string.sub(existing, 1, sep - 1), string.sub(existing, sep + 1)}
+  end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {0, job_id, redis.call('HGET', KEYS[1], 'fingerprint') or ''}
+end
+
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local fields = {'id', job_id, 'state', 'queued', 'fingerprint', fingerprint,
+                'created_at', now_ms, 'updated_at', now_ms, 'queued_at', now_ms,
+                'attempts', 0, 'failures', 0}
+for i = 6, #ARGV, 2 do
+  fields[#fields + 1] = ARGV[i]
+  fields[#fields + 1] = ARGV[i + 1]
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+if has_idem then
+  redis.call('SET', KEYS[2], job_id .. '|' .. fingerprint, 'PX', idem_ttl_ms)
+end
+redis.call('ZADD', KEYS[4], now_ms, job_id)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', events_maxlen, '*',
+           'job', job_id, 'from', '', 'to', 'queued', 'reason', 'created', 't', now_ms)
+return {1, job_id, fingerprint}

@@ -1,0 +1,157 @@
+"""The provider client: one HTTP call, no hidden retries, every answer classified into an Outcome.
+
+The body ``code`` wins; the HTTP status counts only when the body has none (DESIGN.md section 3).
+A POST that was sent and then timed out or lost its connection is ``UNCERTAIN``: the provider may
+have created (and charged) the task. Connect failures happen before anything is sent: ``TRANSIENT``.
+Warning: the API key is only ever put in the Authorization header; it is never logged or returned.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NameResolutionError, NewConnectionError
+from urllib3.util.retry import Retry
+
+from ..config.providers import ENDPOINTS, Outcome, ProviderProfile
+from ..config.settings import Secret
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One classified provider answer; ``code`` is the body code or HTTP status (None: no answer)."""
+
+    outcome: Outcome
+    code: int | None
+    message: str
+    task_id: str | None = None
+    data: Any = None
+    retry_after_s: float | None = None
+
+
+class ProviderClient:
+    """Talks to one provider account. Thread-safe enough for one worker process (one Session)."""
+
+    def __init__(
+        self,
+        profile: ProviderProfile,
+        base_url: str,
+        api_key: Secret,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 30.0,
+        pool_size: int = 10,
+    ) -> None:
+        self.profile = profile
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self.timeout = (connect_timeout_s, read_timeout_s)
+        self.session = requests.Session()
+        adapter = HTTPAdapter(
+            pool_connections=2, pool_maxsize=pool_size,
+            max_retries=Retry(total=0, connect=0, read=0, redirect=0, status=0, other=0,
+                              raise_on_status=False, raise_on_redirect=False),
+        )
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def create(self, job_type: str, body: dict[str, Any]) -> Answer:
+        """POST one add-instrumental / add-vocals request (``body`` includes callBackUrl)."""
+        return self._call("POST", ENDPOINTS[job_type], json=body, idempotent=False)
+
+    def record_info(self, task_id: str) -> Answer:
+        """GET record-info for one upstream task."""
+        return self._call("GET", ENDPOINTS["record-info"], params={"taskId": task_id},
+                          idempotent=True)
+
+    def _call(self, method: str, path: str, idempotent: bool, **kwargs: Any) -> Answer:
+        headers = {"Authorization": f"Bearer {self._api_key.reveal()}", "Accept": "application/json"}
+        try:
+            resp = self.session.request(method, self.base_url + path, headers=headers,
+                                        timeout=self.timeout, **kwargs)
+        except requests.exceptions.ConnectTimeout:
+            return Answer(Outcome.TRANSIENT, None, "connect timeout")
+        except requests.exceptions.ReadTimeout:
+            outcome = Outcome.TRANSIENT if idempotent else Outcome.UNCERTAIN
+            return Answer(outcome, None, "read timeout after the request was sent")
+        except requests.exceptions.ConnectionError as exc:
+            if _never_connected(exc):
+                return Answer(Outcome.TRANSIENT, None, "connection failed")
+            outcome = Outcome.TRANSIENT if idempotent else Outcome.UNCERTAIN
+            return Answer(outcome, None, "connection lost after the request was sent")
+        except (requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError):
+            outcome = Outcome.TRANSIENT if idempotent else Outcome.UNCERTAIN
+            return Answer(outcome, None, "answer cut off after the request was sent")
+        except requests.exceptions.RequestException as exc:
+            return Answer(Outcome.TRANSIENT, None, f"request error: {type(exc).__name__}")
+        return self.classify(resp.status_code, _json(resp), resp.headers.get("Retry-After"),
+                             expect_task_id=not idempotent)
+
+    def classify(self, status: int, body: Any, retry_after: str | None = None,
+                 expect_task_id: bool = False) -> Answer:
+        """Turn (HTTP status, parsed body) into an Answer using this provider's code table."""
+        code = body.get("code") if isinstance(body, dict) else None
+        if isinstance(code, bool) or not isinstance(code, int):
+            code = None
+        message = str(body.get("msg") or "") if isinstance(body, dict) else ""
+        data = body.get("data") if isinstance(body, dict) else None
+        wait = parse_retry_after(retry_after)
+        if code is None:
+            if status == 200:  # HTTP 200 without an envelope: not an answer we can trust
+                outcome = Outcome.UNCERTAIN if expect_task_id else Outcome.TRANSIENT
+                return Answer(outcome, None, "answer without a code", retry_after_s=wait)
+            code = status
+        outcome = self.profile.outcome_for(code)
+        if outcome is Outcome.ACCEPTED and status != 200:
+            outcome = self.profile.outcome_for(status)
+            code = status
+        task_id = None
+        if outcome is Outcome.ACCEPTED and expect_task_id:
+            task_id = data.get("taskId") if isinstance(data, dict) else None
+            if not task_id:  # accepted (maybe charged) but we cannot name the task
+                return Answer(Outcome.UNCERTAIN, code, "accepted without a taskId", data=data)
+        return Answer(outcome, code, message or outcome.value, task_id, data, wait)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date); None when absent/bad."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _json(resp: requests.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        return None
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """True when the error shows no byte was sent (refused, unresolvable, unreachable)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, NewConnectionError | NameResolutionError):
+            return True
+        reason = getattr(cur, "reason", None)
+        if isinstance(reason, BaseException):
+            cur = reason
+            continue
+        args = [a for a in getattr(cur, "args", ()) if isinstance(a, BaseException)]
+        cur = args[0] if args else (cur.__cause__ or cur.__context__)
+    return False

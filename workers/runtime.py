@@ -1,0 +1,75 @@
+"""The per-process objects a worker, beat or web process needs, built once after fork."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+
+from redis import Redis
+
+from ..config.settings import Secret, Settings, get_settings
+from .keys import Keys, account_id
+from .limiter import WindowLimiter
+from .provider import ProviderClient
+from .redis_conn import client
+from .signing import resolve_secret
+from .store import JobStore
+
+
+@dataclass
+class Runtime:
+    """Settings plus the Redis-backed parts built from them (lazily, per process)."""
+
+    settings: Settings
+
+    @cached_property
+    def redis(self) -> Redis:
+        return client(self.settings.redis_url)
+
+    @cached_property
+    def keys(self) -> Keys:
+        return Keys(self.settings.key_prefix)
+
+    @cached_property
+    def store(self) -> JobStore:
+        retention_ms = int(self.settings.retention_days * 86_400_000)
+        return JobStore(self.redis, self.keys, retention_ms=retention_ms)
+
+    @cached_property
+    def account(self) -> str:
+        return account_id(self.settings.provider.name, self.settings.api_key.reveal())
+
+    @cached_property
+    def submit_limiter(self) -> WindowLimiter:
+        s = self.settings
+        return WindowLimiter(self.redis, self.keys, self.account, "submit", s.submit_rate,
+                             burst=s.submit_burst)
+
+    @cached_property
+    def poll_limiter(self) -> WindowLimiter:
+        s = self.settings
+        return WindowLimiter(self.redis, self.keys, self.account, "poll", s.poll_rate,
+                             burst=s.poll_rate.limit)
+
+    @cached_property
+    def provider(self) -> ProviderClient:
+        s = self.settings
+        return ProviderClient(s.provider, s.api_base_url, s.api_key,
+                              connect_timeout_s=s.connect_timeout_s,
+                              read_timeout_s=s.read_timeout_s)
+
+    @cached_property
+    def secret(self) -> Secret:
+        return resolve_secret(self.settings, self.redis)
+
+
+_current: tuple[int, Runtime] | None = None
+
+
+def current() -> Runtime:
+    """This process's Runtime (rebuilt after a fork, so no socket is shared across processes)."""
+    global _current
+    if _current is None or _current[0] != os.getpid():
+        _current = (os.getpid(), Runtime(get_settings()))
+    return _current[1]

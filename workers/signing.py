@@ -1,0 +1,43 @@
+"""HMAC signatures for callback URLs (and, later, outgoing webhooks)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from urllib.parse import quote
+
+from redis import Redis
+
+from ..config.settings import Secret, Settings
+from .keys import Keys
+
+
+def sign(secret: Secret, job_id: str) -> str:
+    """The URL-safe signature that authorises callbacks for ``job_id``."""
+    mac = hmac.new(secret.reveal().encode(), f"callback:{job_id}".encode(), hashlib.sha256)
+    return mac.hexdigest()[:40]
+
+
+def verify(secret: Secret, job_id: str, signature: str | None) -> bool:
+    """Constant-time check of a callback signature."""
+    if not signature:
+        return False
+    return hmac.compare_digest(sign(secret, job_id), signature)
+
+
+def callback_url(settings: Settings, secret: Secret, job_id: str) -> str:
+    """The ``callBackUrl`` sent to the provider for one job: the job id, signed."""
+    return (f"{settings.callback_base_url}/v1/callbacks/{quote(job_id, safe='')}"
+            f"?sig={sign(secret, job_id)}")
+
+
+def resolve_secret(settings: Settings, redis: Redis) -> Secret:
+    """BACKBEAT_SECRET, or in dev a random secret shared by every process through Redis."""
+    if settings.secret:
+        return settings.secret
+    if settings.is_prod:
+        raise ValueError("BACKBEAT_SECRET is required when BACKBEAT_ENV=prod")
+    key = Keys(settings.key_prefix).dev_secret
+    redis.set(key, secrets.token_hex(32), nx=True)
+    return Secret(redis.get(key) or "")

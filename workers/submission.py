@@ -1,0 +1,132 @@
+"""Submitting one job: token, intent, provider call, outcome (DESIGN.md sections 3-5).
+
+``submit_job`` never raises for an expected provider answer: it returns a :class:`Step` saying
+whether the job needs another message later (``retry_in_s``) or is done with for this delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass
+
+from ..config.providers import Outcome
+from .provider import Answer
+from .runtime import Runtime
+from .signing import callback_url
+from .states import JobState
+
+log = logging.getLogger(__name__)
+
+#: longest a worker sleeps inline for a submit token before handing the job back, in seconds
+MAX_INLINE_WAIT_S = 30.0
+#: longest one delivery may hold a job across throttle answers, in seconds
+MAX_HOLD_S = 120.0
+#: backoff for transient errors: full jitter over base * 2**n, capped (seconds)
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 60.0
+#: how long a job waits while the provider is in maintenance or the account is paused (seconds)
+PAUSED_RETRY_S = 30.0
+
+
+@dataclass(frozen=True)
+class Step:
+    """What the task should do next: nothing (``retry_in_s`` None) or send the job again later."""
+
+    reason: str
+    retry_in_s: float | None = None
+
+
+def submit_job(rt: Runtime, job_id: str) -> Step:
+    """Take one queued job through the limiter to the provider and record what happened."""
+    job = rt.store.get(job_id)
+    if job is None:
+        return Step("no such job (expired or never created)")
+    if job.state is JobState.SUBMITTING:
+        return _redelivered_in_flight(rt, job_id)
+    if job.state is not JobState.QUEUED:
+        return Step(f"already {job.state.value}")
+
+    started = time.monotonic()
+    while True:
+        grant = rt.submit_limiter.acquire(max_wait_s=MAX_INLINE_WAIT_S)
+        if not grant.granted:
+            return Step("waiting for a submit token", retry_in_s=grant.wait_s)
+        attempt_id = uuid.uuid4().hex
+        claim = rt.store.transition(
+            job_id, JobState.SUBMITTING, "submit", require_from=JobState.QUEUED,
+            fields={"attempt_id": attempt_id, "+attempts": 1},
+        )
+        if not claim.applied:
+            return Step(f"claimed elsewhere ({claim.before.value if claim.before else 'gone'})")
+        body = {**job.params, "callBackUrl": callback_url(rt.settings, rt.secret, job_id)}
+        answer = rt.provider.create(job.type, body)
+        step = record_answer(rt, job_id, attempt_id, answer)
+        if step is not None:
+            return step
+        if time.monotonic() - started > MAX_HOLD_S:
+            return Step("throttled; handing back", retry_in_s=0.0)
+
+
+def record_answer(rt: Runtime, job_id: str, attempt_id: str, answer: Answer) -> Step | None:
+    """Apply one provider answer; None means 'throttled: wait for a token and try again now'."""
+    store, outcome = rt.store, answer.outcome
+    log.info("job %s attempt %s: %s (code %s)", job_id, attempt_id, outcome.value, answer.code)
+    if outcome is Outcome.ACCEPTED:
+        store.transition(
+            job_id, JobState.SUBMITTED, "provider accepted", require_attempt=attempt_id,
+            poll_delay_ms=int(rt.settings.poll_min_delay_s * 1000),
+            fields={"upstream_task_id": answer.task_id},
+        )
+        return Step("submitted")
+    if outcome is Outcome.REJECTED:
+        store.transition(job_id, JobState.FAILED, f"rejected by provider ({answer.code})",
+                         require_attempt=attempt_id, fields=_error(answer))
+        return Step("rejected")
+    if outcome is Outcome.UNCERTAIN:
+        grace_ms = int(rt.settings.uncertain_grace_s * 1000)
+        store.annotate(job_id, {"uncertain": "1", **_error(answer)},
+                       require_state=JobState.SUBMITTING, uncertain_delay_ms=grace_ms)
+        return Step("uncertain: waiting for a callback to adopt it")
+    if outcome is Outcome.THROTTLED:
+        _requeue(rt, job_id, attempt_id, answer, "throttled", {"+throttled": 1})
+        return None
+    if outcome in (Outcome.MAINTENANCE, Outcome.CREDITS, Outcome.UNAUTHORIZED):
+        if outcome is Outcome.UNAUTHORIZED:
+            log.error("provider refused the API key (code %s): check BACKBEAT_API_KEY", answer.code)
+        _requeue(rt, job_id, attempt_id, answer, outcome.value, {})
+        return Step(outcome.value, retry_in_s=PAUSED_RETRY_S * random.uniform(1.0, 1.5))
+    # transient: bounded retries with exponential backoff and full jitter
+    job = store.get(job_id)
+    failures = (job.int("failures") if job else 0) + 1
+    if failures >= rt.settings.max_attempts:
+        store.transition(job_id, JobState.FAILED, f"gave up after {failures} transient errors",
+                         require_attempt=attempt_id, fields={**_error(answer), "failures": failures})
+        return Step("transient errors exhausted")
+    _requeue(rt, job_id, attempt_id, answer, "transient", {"+failures": 1})
+    delay = random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** failures))
+    return Step("transient error", retry_in_s=delay)
+
+
+def _requeue(rt: Runtime, job_id: str, attempt_id: str, answer: Answer, reason: str,
+             extra: dict) -> None:
+    rt.store.transition(job_id, JobState.QUEUED, reason, require_from=JobState.SUBMITTING,
+                        require_attempt=attempt_id,
+                        fields={"last_code": answer.code or "", "last_message": answer.message,
+                                **extra})
+
+
+def _redelivered_in_flight(rt: Runtime, job_id: str) -> Step:
+    """A message for a job already in ``submitting``: its call may have reached the provider.
+    Never resubmit at once; give it the grace period to be adopted by a callback."""
+    grace_ms = int(rt.settings.uncertain_grace_s * 1000)
+    rt.store.annotate(job_id, {"uncertain": "1"}, require_state=JobState.SUBMITTING,
+                      uncertain_delay_ms=grace_ms)
+    return Step("redelivered while submitting: uncertain")
+
+
+def _error(answer: Answer) -> dict[str, str]:
+    return {"error_code": "" if answer.code is None else str(answer.code),
+            "error_message": answer.message[:500]}

@@ -1,0 +1,114 @@
+"""What upstream status answers and stage callbacks mean for a job (DESIGN.md sections 2, 6)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .states import JobState
+
+#: record-info status -> job state (None: nothing new)
+STATUS_STATE: dict[str, JobState | None] = {
+    "PENDING": None,
+    "TEXT_SUCCESS": JobState.TEXT_READY,
+    "FIRST_SUCCESS": JobState.FIRST_READY,
+    "SUCCESS": JobState.SUCCEEDED,
+    "CREATE_TASK_FAILED": JobState.FAILED,
+    "GENERATE_AUDIO_FAILED": JobState.FAILED,
+    "SENSITIVE_WORD_ERROR": JobState.FAILED,
+    # CALLBACK_EXCEPTION: success when tracks exist, else failure (decided in from_record)
+}
+
+#: callback ``callbackType`` -> job state
+CALLBACK_STATE: dict[str, JobState] = {
+    "text": JobState.TEXT_READY,
+    "first": JobState.FIRST_READY,
+    "complete": JobState.SUCCEEDED,
+    "error": JobState.FAILED,
+}
+
+#: track keys as callers see them; sources are snake_case (callbacks) or camelCase (record-info)
+_TRACK_KEYS = {
+    "id": ("id",),
+    "audio_url": ("audio_url", "audioUrl"),
+    "stream_audio_url": ("stream_audio_url", "streamAudioUrl"),
+    "image_url": ("image_url", "imageUrl"),
+    "title": ("title",),
+    "tags": ("tags",),
+    "duration": ("duration",),
+    "model_name": ("model_name", "modelName"),
+    "created_at": ("createTime", "create_time"),
+}
+
+
+@dataclass(frozen=True)
+class Update:
+    """A state the job should move to, with the fields that go with it."""
+
+    state: JobState | None
+    reason: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def tracks(items: Any) -> list[dict[str, Any]]:
+    """Normalise provider track items (either spelling) to caller-facing dicts."""
+    if not isinstance(items, list):
+        return []
+    out = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        track = {}
+        for name, sources in _TRACK_KEYS.items():
+            value = next((item[s] for s in sources if item.get(s) not in (None, "")), None)
+            if value is not None:
+                track[name] = value
+        if track:
+            out.append(track)
+    return out
+
+
+def from_record(data: Any) -> Update:
+    """Interpret a record-info ``data`` object."""
+    if not isinstance(data, dict):
+        return Update(None, "record-info without data")
+    status = str(data.get("status") or "")
+    items = tracks(((data.get("response") or {}) or {}).get("sunoData"))
+    error_code, error_message = data.get("errorCode"), data.get("errorMessage")
+    if error_code not in (None, "", 0):
+        return _failure(error_code, error_message or status, f"poll: {status} with errorCode")
+    if status == "CALLBACK_EXCEPTION":
+        if items:
+            return Update(JobState.SUCCEEDED, "poll: CALLBACK_EXCEPTION with tracks",
+                          _track_fields(items))
+        return _failure(status, error_message or "callback exception without tracks", "poll")
+    if status not in STATUS_STATE:
+        return Update(None, f"poll: unknown status {status!r}")
+    state = STATUS_STATE[status]
+    if state is JobState.FAILED:
+        return _failure(status, error_message or status, f"poll: {status}")
+    fields = _track_fields(items) if items else {}
+    return Update(state, f"poll: {status}", fields)
+
+
+def from_callback(body: dict[str, Any]) -> tuple[str | None, Update]:
+    """Interpret a validated stage callback body; returns (upstream task id, update)."""
+    data = body.get("data") or {}
+    kind = data.get("callbackType")
+    task_id = data.get("task_id") or data.get("taskId")
+    code = body.get("code")
+    if kind == "error" or (code not in (None, 200)):
+        return task_id, _failure(code, body.get("msg") or "generation failed", f"callback: {kind}")
+    items = tracks(data.get("data"))
+    return task_id, Update(CALLBACK_STATE[kind], f"callback: {kind}",
+                           _track_fields(items) if items else {})
+
+
+def _track_fields(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"tracks": json.dumps(items, separators=(",", ":"))}
+
+
+def _failure(code: Any, message: Any, reason: str) -> Update:
+    return Update(JobState.FAILED, reason,
+                  {"error_code": str(code), "error_message": str(message)[:500]})
