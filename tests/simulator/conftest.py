@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import requests
-
 from backbeat.simulator import SimConfig, SimServer
 
 #: every wait in these tests gives up after this many seconds

@@ -9,7 +9,6 @@ import sys
 
 import pytest
 import requests
-
 from backbeat.simulator.cli import parse_rate
 
 

@@ -6,7 +6,6 @@ import json
 import socket
 
 import pytest
-
 from backbeat.config.providers import ENDPOINTS, get_profile
 
 PROFILES = ("kie", "sunoapi")
@@ -18,7 +17,8 @@ def post(http, sim, endpoint, body, **kw):
 
 
 def poll(http, sim, task_id, **kw):
-    return http.get(sim.url + ENDPOINTS["record-info"], params={"taskId": task_id}, timeout=10, **kw)
+    url = sim.url + ENDPOINTS["record-info"]
+    return http.get(url, params={"taskId": task_id}, timeout=10, **kw)
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -154,6 +154,7 @@ def test_record_info_unknown_or_missing_task(make_sim, http, profile):
 
 def test_unknown_path_and_wrong_method_are_404(make_sim, http):
     sim = make_sim(profile="kie")
-    for method, path in (("GET", "/nope"), ("GET", ENDPOINTS["add-vocals"]), ("DELETE", "/__stats")):
+    routes = (("GET", "/nope"), ("GET", ENDPOINTS["add-vocals"]), ("DELETE", "/__stats"))
+    for method, path in routes:
         resp = http.request(method, sim.url + path, timeout=10)
         assert resp.status_code == 404 and resp.json()["code"] == 404

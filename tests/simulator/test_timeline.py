@@ -7,11 +7,12 @@ import hashlib
 import hmac
 
 import pytest
-
 from backbeat.config.providers import ENDPOINTS
 
 # polls are fast here, so the per-task poll limit is lifted
-FAST = {"text_after_s": 0.2, "first_after_s": 0.4, "complete_after_s": 0.6, "poll_limit_per_s": 1000}
+FAST = {
+    "text_after_s": 0.2, "first_after_s": 0.4, "complete_after_s": 0.6, "poll_limit_per_s": 1000,
+}
 SNAKE_KEYS = {
     "id", "audio_url", "stream_audio_url", "image_url", "prompt", "model_name", "title", "tags",
     "createTime", "duration",
