@@ -136,7 +136,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read ``BACKBEAT_*`` from ``environ`` (default ``os.environ``); ValueError on bad values."""
+        """Read ``BACKBEAT_*`` from ``environ`` (default: os.environ); ValueError on bad values."""
         env = os.environ if environ is None else environ
 
         def get(name: str, default: str = "") -> str:

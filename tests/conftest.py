@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import requests
-
 from backbeat.api.processes import Proc, beat_argv, free_port, start_redis, worker_argv
 
 #: generous bound for every wait in integration tests (the machine is shared and noisy)
@@ -122,9 +121,8 @@ def sim(sim_server: Any) -> Any:
 @pytest.fixture(scope="session")
 def web_server(redis_server: Proc) -> Iterator[str]:
     """The web app served over real HTTP on WEB_PORT (werkzeug, threaded)."""
-    from werkzeug.serving import make_server
-
     from backbeat.api.web import create_app
+    from werkzeug.serving import make_server
 
     server = make_server("127.0.0.1", WEB_PORT, create_app(Settings.from_env()), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

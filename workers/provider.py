@@ -24,7 +24,7 @@ from ..config.settings import Secret
 
 @dataclass(frozen=True)
 class Answer:
-    """One classified provider answer; ``code`` is the body code or HTTP status (None: no answer)."""
+    """One classified provider answer; ``code``: body code, else HTTP status (None: no answer)."""
 
     outcome: Outcome
     code: int | None
@@ -69,7 +69,8 @@ class ProviderClient:
                           idempotent=True)
 
     def _call(self, method: str, path: str, idempotent: bool, **kwargs: Any) -> Answer:
-        headers = {"Authorization": f"Bearer {self._api_key.reveal()}", "Accept": "application/json"}
+        headers = {"Authorization": f"Bearer {self._api_key.reveal()}",
+                   "Accept": "application/json"}
         try:
             resp = self.session.request(method, self.base_url + path, headers=headers,
                                         timeout=self.timeout, **kwargs)

@@ -55,7 +55,8 @@ def _text(max_len: int, required: bool = True) -> fields.String:
 
 
 def _url() -> fields.Url:
-    return fields.Url(required=True, schemes={"http", "https"}, validate=validate.Length(max=URL_MAX))
+    return fields.Url(required=True, schemes={"http", "https"},
+                      validate=validate.Length(max=URL_MAX))
 
 
 class _ParamsBase(Schema):

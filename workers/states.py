@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     """Where a job is; transitions only move forward in :data:`RANK` order."""
 
     #: accepted, waiting for a submit token

@@ -94,7 +94,8 @@ class Transition:
 
 def fingerprint(job_type: str, params: dict[str, Any], notify_url: str | None) -> str:
     """A digest of what makes two enqueue requests 'the same' for idempotency."""
-    canonical = json.dumps([job_type, params, notify_url or ""], sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps([job_type, params, notify_url or ""], sort_keys=True,
+                           separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 

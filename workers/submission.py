@@ -103,7 +103,8 @@ def record_answer(rt: Runtime, job_id: str, attempt_id: str, answer: Answer) -> 
     failures = (job.int("failures") if job else 0) + 1
     if failures >= rt.settings.max_attempts:
         store.transition(job_id, JobState.FAILED, f"gave up after {failures} transient errors",
-                         require_attempt=attempt_id, fields={**_error(answer), "failures": failures})
+                         require_attempt=attempt_id,
+                         fields={**_error(answer), "failures": failures})
         return Step("transient errors exhausted")
     _requeue(rt, job_id, attempt_id, answer, "transient", {"+failures": 1})
     delay = random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** failures))

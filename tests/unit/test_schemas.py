@@ -1,9 +1,8 @@
 """Request schemas: every documented field, field-level errors, callBackUrl refused."""
 
 import pytest
-from marshmallow import ValidationError
-
 from backbeat.workers.schemas import load_job_request
+from marshmallow import ValidationError
 
 MODELS = ("V4_5PLUS", "V5")
 
