@@ -41,6 +41,8 @@ class Grant:
 
     granted: bool
     wait_s: float = 0.0
+    #: the Redis server time of the answer, in ms
+    at_ms: int = 0
 
 
 def default_margin_ms(window_ms: int) -> int:
@@ -69,10 +71,10 @@ class WindowLimiter:
 
     def try_acquire(self) -> Grant:
         """One round trip: take a token now, or learn how long until one may be free."""
-        granted, wait_ms = self._acquire(
+        granted, wait_ms, now_ms = self._acquire(
             keys=[self.log_key], args=[self.rate.limit, self.window_ms, self.burst]
         )
-        return Grant(True) if granted == 1 else Grant(False, int(wait_ms) / 1000)
+        return Grant(granted == 1, int(wait_ms) / 1000, int(now_ms))
 
     def acquire(self, max_wait_s: float, sleep: Callable[[float], None] = time.sleep) -> Grant:
         """Sleep until a token is granted; give up (not granted) once waiting would pass

@@ -6,7 +6,8 @@
 -- ARGV[2] window_ms  the window W, already widened by the caller's safety margin
 -- ARGV[3] burst      grants that may go back to back; the burst-th newest grant must be at least
 --                    burst * window_ms / limit old (burst = limit: no pacing, the window alone)
--- Returns {1, 0} when granted, {0, wait_ms} when the caller must wait wait_ms and ask again.
+-- Returns {1, 0, now_ms} when granted (now_ms: the grant's server time), {0, wait_ms, now_ms}
+-- when the caller must wait wait_ms and ask again.
 -- The log holds exactly the grants that could still matter, so ANY window of window_ms contains at
 -- most ``limit`` grants: the (limit)-th newest grant must be older than window_ms before another.
 -- Time is the Redis server clock (one clock for every worker on every machine), in milliseconds.
@@ -29,9 +30,9 @@ if burst < limit then
     wait_ms = math.max(wait_ms, tonumber(pace_ref) + spacing_ms - now_ms)
   end
 end
-if wait_ms > 0 then return {0, wait_ms} end
+if wait_ms > 0 then return {0, wait_ms, now_ms} end
 
 redis.call('LPUSH', KEYS[1], now_ms)
 redis.call('LTRIM', KEYS[1], 0, limit - 1)
 redis.call('PEXPIRE', KEYS[1], window_ms * 2)
-return {1, 0}
+return {1, 0, now_ms}
