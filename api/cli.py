@@ -106,12 +106,29 @@ def watch(count: int) -> None:
                        f"{ev.get('to')}  ({ev.get('reason')})")
 
 
-@main.command()
-def limiter() -> None:
-    """Show the limiter's rate and the backlog for the configured account."""
-    from ..workers.status import limiter_status
+@main.group(invoke_without_command=True)
+@click.pass_context
+def limiter(ctx: click.Context) -> None:
+    """Show the shared limiter: rates, tokens, cool-down, breaker, pause, backlog."""
+    if ctx.invoked_subcommand is None:
+        from ..workers.status import limiter_status
 
-    _print(limiter_status(_client().rt))
+        _print(limiter_status(_client().rt))
+
+
+@limiter.command("pause")
+@click.option("--reason", default="manual", show_default=True)
+def limiter_pause(reason: str) -> None:
+    """Pause submissions fleet-wide; jobs stay queued."""
+    _client().rt.submit_limiter.pause(reason)
+    click.echo(f"submissions paused ({reason})")
+
+
+@limiter.command("resume")
+def limiter_resume() -> None:
+    """Lift a pause (manual, credits or unauthorized) at once."""
+    _client().rt.submit_limiter.resume()
+    click.echo("submissions resumed")
 
 
 def _scalar(name: str, value: str) -> Any:

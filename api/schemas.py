@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 
 class ErrorOut(Schema):
@@ -54,12 +54,52 @@ class Health(Schema):
     redis = fields.Boolean()
 
 
-class LimiterOut(Schema):
-    account = fields.String()
-    submit_rate = fields.String()
-    submit_burst = fields.Integer()
-    poll_rate = fields.String()
-    submit_grants_in_window = fields.Integer()
+class BucketOut(Schema):
+    purpose = fields.String()
+    rate = fields.String()
+    burst = fields.Integer()
+    effective_limit = fields.Integer()
+    factor = fields.Float()
+    tokens = fields.Integer()
+    cooldown_s = fields.Float()
+    cuts = fields.Integer()
+    throttles = fields.Integer()
+
+
+class BreakerOut(Schema):
+    state = fields.String(metadata={"enum": ["closed", "open", "half-open"]})
+    open_for_s = fields.Float()
+    trips = fields.Integer()
+
+
+class PauseOut(Schema):
+    paused = fields.Boolean()
+    reason = fields.String(allow_none=True)
+    automatic_probe = fields.Boolean()
+    next_probe_in_s = fields.Float(allow_none=True)
+
+
+class BacklogOut(Schema):
     queued = fields.Integer()
+    parked = fields.Integer()
+    in_broker = fields.Integer()
     in_flight = fields.Integer()
     uncertain = fields.Integer()
+
+
+class LimiterOut(Schema):
+    """The account's shared limiter: buckets, breaker, pause and backlog."""
+
+    account = fields.String()
+    provider = fields.String()
+    breaker = fields.Nested(BreakerOut)
+    pause = fields.Nested(PauseOut)
+    submit = fields.Nested(BucketOut)
+    poll = fields.Nested(BucketOut)
+    backlog = fields.Nested(BacklogOut)
+
+
+class PauseIn(Schema):
+    """Why submissions are paused (shown to operators)."""
+
+    reason = fields.String(load_default="manual", validate=validate.Length(min=1, max=100))

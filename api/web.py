@@ -22,7 +22,7 @@ from ..workers.errors import IdempotencyConflict, InvalidTransition, JobNotFound
 from ..workers.runtime import Runtime
 from ..workers.signing import verify
 from ..workers.status import limiter_status
-from .schemas import CallbackAck, Health, JobOut, LimiterOut
+from .schemas import CallbackAck, Health, JobOut, LimiterOut, PauseIn
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,25 @@ def _ops_blueprint(rt: Runtime) -> Blueprint:
     def limiter() -> Any:
         """Limiter and backlog figures for the configured provider account."""
         _require_token(rt)
+        return limiter_status(rt)
+
+    @blp.route("/v1/limiter/pause", methods=["POST"])
+    @blp.doc(security=[{"bearer": []}])
+    @blp.arguments(PauseIn, required=False)
+    @blp.response(200, LimiterOut)
+    def limiter_pause(args: dict) -> Any:
+        """Pause submissions fleet-wide (jobs stay queued) until resumed."""
+        _require_token(rt)
+        rt.submit_limiter.pause(args.get("reason", "manual"))
+        return limiter_status(rt)
+
+    @blp.route("/v1/limiter/resume", methods=["POST"])
+    @blp.doc(security=[{"bearer": []}])
+    @blp.response(200, LimiterOut)
+    def limiter_resume() -> Any:
+        """Lift a pause (manual, credits or unauthorized) at once."""
+        _require_token(rt)
+        rt.submit_limiter.resume()
         return limiter_status(rt)
 
     @blp.route("/metrics")

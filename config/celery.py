@@ -9,7 +9,8 @@ from kombu import Queue
 from .settings import Settings
 
 #: broker visibility timeout, in seconds: longer than any hold (a submit delivery holds at most
-#: ~2.5 min; no countdown we send exceeds 2 min), so kombu never redelivers a live message
+#: ~2.5 min and we send no countdowns: long waits park in Redis), so kombu never redelivers a
+#: live message
 VISIBILITY_TIMEOUT_S = 3600
 
 
@@ -40,6 +41,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             "backbeat.submit": {"queue": "submit"},
             "backbeat.reconcile": {"queue": "reconcile"},
+            "backbeat.pump": {"queue": "reconcile"},
         },
         # Flower needs events; sent events let it show a task before a worker takes it
         "worker_send_task_events": True,
@@ -50,6 +52,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "task": "backbeat.reconcile",
                 "schedule": settings.poll_interval_s,
                 # a stale tick is useless: drop it rather than pile up behind a busy worker
+                "options": {"expires": max(settings.poll_interval_s * 5, 10)},
+            },
+            "pump": {
+                "task": "backbeat.pump",
+                "schedule": settings.poll_interval_s,
                 "options": {"expires": max(settings.poll_interval_s * 5, 10)},
             },
         },

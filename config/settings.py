@@ -31,6 +31,11 @@ BACKBEAT_RETENTION_DAYS   days a terminal job record is kept          14
 BACKBEAT_POLL_MIN_DELAY   seconds before a job's first/next poll      10
 BACKBEAT_POLL_MAX_DELAY   longest gap between two polls of a job      120
 BACKBEAT_UNCERTAIN_POLICY ``resubmit`` or ``fail`` after the grace    resubmit
+BACKBEAT_THROTTLE_COOLDOWN seconds the fleet waits after a throttle   2
+BACKBEAT_THROTTLE_BETA    multiplicative rate cut on a throttle       0.5
+BACKBEAT_BREAKER_BASE     seconds the 455 breaker first stays open    15
+BACKBEAT_BREAKER_CAP      longest breaker open time, seconds          300
+BACKBEAT_PAUSE_PROBE_INTERVAL seconds between credits/auth probes     300
 ========================  ==========================================  ===========================
 """
 
@@ -129,6 +134,11 @@ class Settings:
     poll_min_delay_s: float = 10.0
     poll_max_delay_s: float = 120.0
     uncertain_policy: str = "resubmit"
+    throttle_cooldown_s: float = 2.0
+    throttle_beta: float = 0.5
+    breaker_base_s: float = 15.0
+    breaker_cap_s: float = 300.0
+    pause_probe_interval_s: float = 300.0
 
     @property
     def is_prod(self) -> bool:
@@ -173,11 +183,19 @@ class Settings:
             poll_min_delay_s=_float(get("POLL_MIN_DELAY", "10"), "POLL_MIN_DELAY"),
             poll_max_delay_s=_float(get("POLL_MAX_DELAY", "120"), "POLL_MAX_DELAY"),
             uncertain_policy=get("UNCERTAIN_POLICY", "resubmit"),
+            throttle_cooldown_s=_float(get("THROTTLE_COOLDOWN", "2"), "THROTTLE_COOLDOWN"),
+            throttle_beta=_float(get("THROTTLE_BETA", "0.5"), "THROTTLE_BETA"),
+            breaker_base_s=_float(get("BREAKER_BASE", "15"), "BREAKER_BASE"),
+            breaker_cap_s=_float(get("BREAKER_CAP", "300"), "BREAKER_CAP"),
+            pause_probe_interval_s=_float(get("PAUSE_PROBE_INTERVAL", "300"),
+                                          "PAUSE_PROBE_INTERVAL"),
         )
         if settings.env not in ("dev", "prod"):
             raise ValueError("BACKBEAT_ENV must be 'dev' or 'prod'")
         if settings.uncertain_policy not in ("resubmit", "fail"):
             raise ValueError("BACKBEAT_UNCERTAIN_POLICY must be 'resubmit' or 'fail'")
+        if not 0 < settings.throttle_beta < 1:
+            raise ValueError("BACKBEAT_THROTTLE_BETA must be between 0 and 1")
         if settings.is_prod and not settings.secret:
             raise ValueError("BACKBEAT_SECRET is required when BACKBEAT_ENV=prod")
         return settings

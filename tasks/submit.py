@@ -6,7 +6,6 @@ import logging
 
 from ..workers import runtime
 from ..workers.app import app
-from ..workers.dispatch import send_submit
 from ..workers.submission import submit_job
 
 log = logging.getLogger(__name__)
@@ -14,9 +13,7 @@ log = logging.getLogger(__name__)
 
 @app.task(name="backbeat.submit", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def submit(job_id: str) -> str:
-    """Submit ``job_id``; a later attempt is a new message with a short countdown."""
+    """Submit ``job_id``; a job that must wait long is parked in Redis, not re-sent."""
     step = submit_job(runtime.current(), job_id)
-    if step.retry_in_s is not None:
-        send_submit(job_id, countdown_s=step.retry_in_s)
     log.info("job %s: %s", job_id, step.reason)
     return step.reason

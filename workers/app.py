@@ -7,5 +7,7 @@ from celery import Celery
 from ..config.celery import celery_config
 from ..config.settings import get_settings
 
-app = Celery("backbeat", include=["backbeat.tasks.submit", "backbeat.tasks.reconcile"])
+TASK_MODULES = ["backbeat.tasks.submit", "backbeat.tasks.reconcile", "backbeat.tasks.pump"]
+
+app = Celery("backbeat", include=TASK_MODULES)
 app.config_from_object(celery_config(get_settings()))

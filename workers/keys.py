@@ -7,8 +7,10 @@ Job store (one hash per job, plus indexes):
     {p}:queued              zset   job id -> ms when it (re)entered ``queued``
     {p}:poll                zset   job id -> ms of its next record-info poll (leased when claimed)
     {p}:uncertain           zset   job id -> ms when its uncertain grace period ends
-Limiter (one bucket per provider account and purpose; keys share a hash tag):
-    {p}:lim:{<acct>:<purpose>}:log   list of grant times in ms, newest first
+    {p}:parked              zset   job id -> ms when a parked queued job may be sent again
+Limiter (per provider account; every key of an account shares the hash tag ``{<acct>}``):
+    {p}:lim:{<acct>}:<purpose>:log   list of grant times in ms, newest first (submit, poll)
+    {p}:lim:{<acct>}:state           hash AIMD factors, cool-downs, breaker and pause state
 """
 
 from __future__ import annotations
@@ -48,12 +50,19 @@ class Keys:
     def dev_secret(self) -> str:
         return f"{self.prefix}:dev-secret"
 
-    def bucket(self, account: str, purpose: str) -> str:
-        """The hash-tagged base of one limiter bucket; ``account`` is already anonymised."""
-        return f"{self.prefix}:lim:{{{account}:{purpose}}}"
+    @property
+    def parked(self) -> str:
+        return f"{self.prefix}:parked"
+
+    def limiter_base(self, account: str) -> str:
+        """The hash-tagged base of one account's limiter keys (``account`` is anonymised)."""
+        return f"{self.prefix}:lim:{{{account}}}"
 
     def bucket_log(self, account: str, purpose: str) -> str:
-        return f"{self.bucket(account, purpose)}:log"
+        return f"{self.limiter_base(account)}:{purpose}:log"
+
+    def limiter_state(self, account: str) -> str:
+        return f"{self.limiter_base(account)}:state"
 
 
 def account_id(provider: str, api_key: str) -> str:

@@ -1,17 +1,25 @@
-"""The cluster-wide limiter: an exact sliding window shared by every worker through Redis.
+"""The cluster-wide adaptive limiter: one polite client made of many workers on many machines.
 
-A rule ``N/Ws`` promises never more than N calls in ANY W-second window at the provider, whatever
-the number of processes and machines. Each bucket keeps a log of its last N grant times (server
-clock) and grants only when the N-th newest is older than the window: one round trip, O(1).
+Per provider account, in Redis, changed only in Lua on the Redis clock (DESIGN.md section 4):
+
+- an exact sliding window per purpose (``submit``, ``poll``): never more than N calls in ANY
+  W-second window, whatever the number of processes (a log of the last N grant times);
+- AIMD: a throttle answer cuts the effective N multiplicatively, once per shared cool-down
+  (``Retry-After`` honoured as a minimum); successes add back about one call per window;
+- a maintenance breaker (455): open, nobody calls; when the interval ends exactly one worker
+  in the fleet holds the probe lease; success closes it, another 455 reopens it for longer;
+- a credits/auth pause for submissions, lifted by a slow probe or by ``resume()``.
 
 Example::
 
-    limiter = WindowLimiter(redis, Keys("bb"), "sunoapi-1a2b", "submit", RateSpec(20, 10_000))
-    grant = limiter.acquire(max_wait_s=30)   # sleeps until its token time, at most 30 s
-    if grant.granted: call_the_provider()
+    lim = Limiter(redis, Keys("bb"), "sunoapi-1a2b", "submit", RateSpec(20, 10_000), policy)
+    grant = lim.acquire(max_wait_s=30)        # sleeps until its token time, at most 30 s
+    if grant.granted:
+        answer = client.create(...)
+        lim.report(answer.outcome, grant.kind, answer.retry_after_s)
 
-Warning: the window is widened by a small safety margin (``margin_ms``) so that jitter between
-the grant and the request's arrival at the provider cannot put N+1 calls into one of its windows.
+Warning: every window is widened by a small margin so that jitter between the grant and the
+request's arrival cannot put N+1 calls into one of the provider's windows.
 """
 
 from __future__ import annotations
@@ -20,10 +28,12 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from redis import Redis
 
-from ..config.settings import RateSpec
+from ..config.providers import Outcome
+from ..config.settings import RateSpec, Settings
 from . import scripts
 from .keys import Keys
 
@@ -33,59 +43,156 @@ MIN_MARGIN_MS = 50
 MARGIN_SHARE = 0.02
 #: random extra sleep after a refusal, in ms, so waiters do not wake in lockstep
 WAKE_JITTER_MS = 5
+#: refusals that never end by themselves within a short sleep: the caller should park the job
+GATED = frozenset({"paused", "breaker"})
+
+_SIGNALS = {
+    Outcome.ACCEPTED: "up", Outcome.REJECTED: "up", Outcome.THROTTLED: "throttled",
+    Outcome.MAINTENANCE: "maintenance", Outcome.CREDITS: "paused",
+    Outcome.UNAUTHORIZED: "paused", Outcome.TRANSIENT: "down", Outcome.UNCERTAIN: "down",
+}
 
 
 @dataclass(frozen=True)
 class Grant:
-    """The limiter's answer: granted now, or not yet and how long to wait (seconds)."""
+    """The limiter's answer: granted (as ``kind``) now, or refused (``kind``) for ``wait_s``."""
 
     granted: bool
     wait_s: float = 0.0
     #: the Redis server time of the answer, in ms
     at_ms: int = 0
+    #: "ok" | "probe" | "pause_probe" when granted; "paused" | "breaker" | "cooldown" | "window"
+    kind: str = "ok"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How hard the fleet backs off; every duration in ms."""
+
+    beta: float = 0.5
+    cooldown_ms: int = 2_000
+    breaker_base_ms: int = 15_000
+    breaker_cap_ms: int = 300_000
+    pause_probe_ms: int = 300_000
+    probe_lease_ms: int = 45_000
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Policy:
+        return cls(
+            beta=s.throttle_beta,
+            cooldown_ms=int(s.throttle_cooldown_s * 1000),
+            breaker_base_ms=int(s.breaker_base_s * 1000),
+            breaker_cap_ms=int(s.breaker_cap_s * 1000),
+            pause_probe_ms=int(s.pause_probe_interval_s * 1000),
+            probe_lease_ms=int((s.connect_timeout_s + s.read_timeout_s + 10) * 1000),
+        )
 
 
 def default_margin_ms(window_ms: int) -> int:
     return max(MIN_MARGIN_MS, int(window_ms * MARGIN_SHARE))
 
 
-class WindowLimiter:
-    """One bucket (provider account x purpose). Safe to share between threads."""
+class Limiter:
+    """One bucket (account x purpose) plus the account's shared gates. Thread-safe."""
 
-    def __init__(
-        self,
-        redis: Redis,
-        keys: Keys,
-        account: str,
-        purpose: str,
-        rate: RateSpec,
-        burst: int = 1,
-        margin_ms: int | None = None,
-    ) -> None:
+    def __init__(self, redis: Redis, keys: Keys, account: str, purpose: str, rate: RateSpec,
+                 policy: Policy | None = None, burst: int = 1, margin_ms: int | None = None,
+                 respect_pause: bool = True) -> None:
+        self.redis = redis
+        self.purpose = purpose
         self.rate = rate
+        self.policy = policy or Policy()
         self.burst = max(1, min(burst, rate.limit))
         self.window_ms = rate.window_ms + (default_margin_ms(rate.window_ms)
                                            if margin_ms is None else margin_ms)
+        self.respect_pause = respect_pause
         self.log_key = keys.bucket_log(account, purpose)
-        self._acquire = scripts.register(redis, "acquire_window")
+        self.state_key = keys.limiter_state(account)
+        self._acquire = scripts.register(redis, "acquire")
+        self._report = scripts.register(redis, "report")
 
     def try_acquire(self) -> Grant:
-        """One round trip: take a token now, or learn how long until one may be free."""
-        granted, wait_ms, now_ms = self._acquire(
-            keys=[self.log_key], args=[self.rate.limit, self.window_ms, self.burst]
+        """One round trip: a token now, or the reason and the wait until one may be free."""
+        granted, wait_ms, now_ms, kind = self._acquire(
+            keys=[self.log_key, self.state_key],
+            args=[self.purpose, self.rate.limit, self.window_ms, self.burst,
+                  "1" if self.respect_pause else "0", self.policy.probe_lease_ms],
         )
-        return Grant(granted == 1, int(wait_ms) / 1000, int(now_ms))
+        return Grant(granted == 1, int(wait_ms) / 1000, int(now_ms), kind)
 
     def acquire(self, max_wait_s: float, sleep: Callable[[float], None] = time.sleep) -> Grant:
-        """Sleep until a token is granted; give up (not granted) once waiting would pass
-        ``max_wait_s`` in total, returning the wait still ahead."""
+        """Sleep until granted; return the refusal at once when the account is paused or
+        its breaker is open, or when waiting would pass ``max_wait_s`` in total."""
         waited = 0.0
         while True:
             grant = self.try_acquire()
-            if grant.granted:
-                return grant
-            if waited + grant.wait_s > max_wait_s:
+            if grant.granted or grant.kind == "paused" or waited + grant.wait_s > max_wait_s:
                 return grant
             nap = grant.wait_s + random.uniform(0, WAKE_JITTER_MS) / 1000
             sleep(nap)
             waited += nap
+
+    def report(self, outcome: Outcome, kind: str = "ok", retry_after_s: float | None = None,
+               ) -> str:
+        """Feed one provider answer back; returns the effect (``cut``, ``opened``, ...)."""
+        p = self.policy
+        signal = _SIGNALS[outcome]
+        if signal == "throttled":
+            jitter_ms = random.uniform(0, 0.2 * max(p.cooldown_ms, (retry_after_s or 0) * 1000))
+        elif signal == "maintenance":
+            jitter_ms = random.uniform(0, 0.2 * p.breaker_base_ms)
+        else:
+            jitter_ms = random.uniform(0, 0.1 * p.pause_probe_ms)
+        return self._report(
+            keys=[self.state_key],
+            args=[self.purpose, signal, kind, self.rate.limit, p.beta, 1 / self.rate.limit,
+                  p.cooldown_ms, int((retry_after_s or 0) * 1000), int(jitter_ms),
+                  p.breaker_base_ms, p.breaker_cap_ms, outcome.value, p.pause_probe_ms],
+        )
+
+    def pause(self, reason: str = "manual") -> None:
+        """Stop submissions fleet-wide until ``resume()`` (no automatic probe)."""
+        self.redis.hset(self.state_key, mapping={
+            "pause": reason, "pause:auto": "", "pause:since": int(time.time() * 1000)})
+
+    def resume(self) -> None:
+        """Lift a pause (manual or credits/auth) at once."""
+        self.redis.hset(self.state_key, mapping={
+            "pause": "", "pause:auto": "", "pause:probe_until": 0,
+            "pause:resumed_at": int(time.time() * 1000)})
+
+    def state(self) -> dict[str, Any]:
+        """What operators see: effective rate, tokens left, cool-down, breaker, pause."""
+        raw = self.redis.hgetall(self.state_key)
+        seconds, micros = self.redis.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        factor = float(raw.get(f"{self.purpose}:factor") or 1)
+        eff = max(1, int(self.rate.limit * factor + 1e-9))
+        grants = [int(t) for t in self.redis.lrange(self.log_key, 0, eff - 1)]
+        used = sum(1 for t in grants if now_ms - t < self.window_ms)
+        cool = int(raw.get(f"{self.purpose}:cooldown_until") or 0)
+        b_until = int(raw.get("breaker:until") or 0)
+        return {
+            "purpose": self.purpose,
+            "rate": str(self.rate),
+            "burst": self.burst,
+            "effective_limit": eff,
+            "factor": round(factor, 4),
+            "tokens": max(0, eff - used),
+            "cooldown_s": max(0, cool - now_ms) / 1000,
+            "cuts": int(raw.get(f"{self.purpose}:cuts") or 0),
+            "throttles": int(raw.get(f"{self.purpose}:throttles") or 0),
+            "breaker": {
+                "state": ("half-open" if now_ms >= b_until else "open")
+                if raw.get("breaker") == "open" else "closed",
+                "open_for_s": max(0, b_until - now_ms) / 1000,
+                "trips": int(raw.get("breaker:trips") or 0),
+            },
+            "pause": {
+                "paused": bool(raw.get("pause")),
+                "reason": raw.get("pause") or None,
+                "automatic_probe": raw.get("pause:auto") == "1",
+                "next_probe_in_s": max(0, int(raw.get("pause:probe_at") or 0) - now_ms) / 1000
+                if raw.get("pause:auto") == "1" else None,
+            },
+        }

@@ -60,11 +60,11 @@ def run_cycle(rt: Runtime, limit: int = CYCLE_LIMIT) -> CycleReport:
                 rt.store.reschedule(rt.keys.poll, rest, int(grant.wait_s * 1000) + 100)
             report.deferred += len(ids) - index
             break
-        poll_one(rt, job_id, report)
+        poll_one(rt, job_id, report, grant.kind)
     return report
 
 
-def poll_one(rt: Runtime, job_id: str, report: CycleReport) -> None:
+def poll_one(rt: Runtime, job_id: str, report: CycleReport, grant_kind: str = "ok") -> None:
     """One record-info call for one leased job, then its transition and next poll time."""
     store = rt.store
     job = store.get(job_id)
@@ -72,6 +72,7 @@ def poll_one(rt: Runtime, job_id: str, report: CycleReport) -> None:
         rt.redis.zrem(rt.keys.poll, job_id)
         return
     answer = rt.provider.record_info(job.upstream_task_id)
+    rt.poll_limiter.report(answer.outcome, grant_kind, answer.retry_after_s)
     report.polled += 1
     report.outcomes[answer.outcome.value] = report.outcomes.get(answer.outcome.value, 0) + 1
     store.annotate(job_id, {"+polls": 1})

@@ -10,7 +10,7 @@ from redis import Redis
 
 from ..config.settings import Secret, Settings, get_settings
 from .keys import Keys, account_id
-from .limiter import WindowLimiter
+from .limiter import Limiter, Policy
 from .provider import ProviderClient
 from .redis_conn import client
 from .signing import resolve_secret
@@ -41,16 +41,21 @@ class Runtime:
         return account_id(self.settings.provider.name, self.settings.api_key.reveal())
 
     @cached_property
-    def submit_limiter(self) -> WindowLimiter:
-        s = self.settings
-        return WindowLimiter(self.redis, self.keys, self.account, "submit", s.submit_rate,
-                             burst=s.submit_burst)
+    def policy(self) -> Policy:
+        return Policy.from_settings(self.settings)
 
     @cached_property
-    def poll_limiter(self) -> WindowLimiter:
+    def submit_limiter(self) -> Limiter:
         s = self.settings
-        return WindowLimiter(self.redis, self.keys, self.account, "poll", s.poll_rate,
-                             burst=s.poll_rate.limit)
+        return Limiter(self.redis, self.keys, self.account, "submit", s.submit_rate,
+                       self.policy, burst=s.submit_burst)
+
+    @cached_property
+    def poll_limiter(self) -> Limiter:
+        """Polls share the breaker but not the credits pause (record-info costs nothing)."""
+        s = self.settings
+        return Limiter(self.redis, self.keys, self.account, "poll", s.poll_rate, self.policy,
+                       burst=s.poll_rate.limit, respect_pause=False)
 
     @cached_property
     def provider(self) -> ProviderClient:

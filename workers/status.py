@@ -8,17 +8,22 @@ from .runtime import Runtime
 
 
 def limiter_status(rt: Runtime) -> dict[str, Any]:
-    """Rates, grants in the current window, and backlog sizes (cheap: O(limit) + 3 ZCARDs)."""
-    lim, keys, redis = rt.submit_limiter, rt.keys, rt.redis
-    now_ms = rt.store.now_ms()
-    grants = [int(t) for t in redis.lrange(lim.log_key, 0, -1)]
+    """Rates, tokens, cool-downs, breaker, pause and backlog sizes (a handful of commands)."""
+    keys, redis = rt.keys, rt.redis
+    submit = rt.submit_limiter.state()
+    poll = rt.poll_limiter.state()
     return {
         "account": rt.account,
-        "submit_rate": str(rt.settings.submit_rate),
-        "submit_burst": lim.burst,
-        "poll_rate": str(rt.settings.poll_rate),
-        "submit_grants_in_window": sum(1 for t in grants if now_ms - t < lim.window_ms),
-        "queued": redis.zcard(keys.queued),
-        "in_flight": redis.zcard(keys.poll),
-        "uncertain": redis.zcard(keys.uncertain),
+        "provider": rt.settings.provider.name,
+        "breaker": submit.pop("breaker"),
+        "pause": submit.pop("pause"),
+        "submit": submit,
+        "poll": {k: v for k, v in poll.items() if k not in ("breaker", "pause")},
+        "backlog": {
+            "queued": redis.zcard(keys.queued),
+            "parked": redis.zcard(keys.parked),
+            "in_broker": redis.llen(f"{keys.prefix}:celery:submit"),
+            "in_flight": redis.zcard(keys.poll),
+            "uncertain": redis.zcard(keys.uncertain),
+        },
     }

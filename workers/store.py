@@ -166,7 +166,7 @@ class JobStore:
         flat = [str(x) for kv in (fields or {}).items() for x in kv]
         applied, before = self._transition(
             keys=[self.keys.job(job_id), self.keys.events, self.keys.queued, self.keys.poll,
-                  self.keys.uncertain],
+                  self.keys.uncertain, self.keys.parked],
             args=[job_id, to.value, reason, require_from.value if require_from else "",
                   require_attempt or "", "" if poll_delay_ms is None else int(poll_delay_ms),
                   self.retention_ms, EVENTS_MAXLEN, *flat],
@@ -192,6 +192,11 @@ class JobStore:
     def claim_due(self, schedule_key: str, limit: int, lease_ms: int) -> list[str]:
         """Lease up to ``limit`` due members of a schedule zset (see claim_due.lua)."""
         return list(self._claim(keys=[schedule_key], args=[limit, lease_ms]))
+
+    def park(self, job_id: str, delay_ms: int = 0) -> None:
+        """Keep a queued job out of the broker until ``delay_ms`` from now and the limiter's
+        gates are open; the pump (beat) sends its message again then."""
+        self.redis.zadd(self.keys.parked, {job_id: self.now_ms() + max(0, int(delay_ms))})
 
     def reschedule(self, schedule_key: str, job_id: str, delay_ms: int) -> None:
         """Move a claimed member to now + delay, unless it left the schedule meanwhile."""

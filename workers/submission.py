@@ -1,7 +1,9 @@
 """Submitting one job: token, intent, provider call, outcome (DESIGN.md sections 3-5).
 
-``submit_job`` never raises for an expected provider answer: it returns a :class:`Step` saying
-whether the job needs another message later (``retry_in_s``) or is done with for this delivery.
+``submit_job`` never raises for an expected provider answer. Short waits (a token a few seconds
+away, a throttle cool-down) are slept inline; long ones (breaker open, account paused, backoff
+after a transient error) park the job in Redis, where the pump finds it again: no broker
+countdown ever outlives the visibility timeout.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 
 from ..config.providers import Outcome
+from .limiter import GATED
 from .provider import Answer
 from .runtime import Runtime
 from .signing import callback_url
@@ -20,23 +23,20 @@ from .states import JobState
 
 log = logging.getLogger(__name__)
 
-#: longest a worker sleeps inline for a submit token before handing the job back, in seconds
+#: longest a worker sleeps inline for a submit token before parking the job, in seconds
 MAX_INLINE_WAIT_S = 30.0
 #: longest one delivery may hold a job across throttle answers, in seconds
 MAX_HOLD_S = 120.0
 #: backoff for transient errors: full jitter over base * 2**n, capped (seconds)
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
-#: how long a job waits while the provider is in maintenance or the account is paused (seconds)
-PAUSED_RETRY_S = 30.0
 
 
 @dataclass(frozen=True)
 class Step:
-    """What the task should do next: nothing (``retry_in_s`` None) or send the job again later."""
+    """What happened to the job in this delivery (for the log and the task's return value)."""
 
     reason: str
-    retry_in_s: float | None = None
 
 
 def submit_job(rt: Runtime, job_id: str) -> Step:
@@ -49,11 +49,12 @@ def submit_job(rt: Runtime, job_id: str) -> Step:
     if job.state is not JobState.QUEUED:
         return Step(f"already {job.state.value}")
 
-    started = time.monotonic()
+    limiter, started = rt.submit_limiter, time.monotonic()
     while True:
-        grant = rt.submit_limiter.acquire(max_wait_s=MAX_INLINE_WAIT_S)
+        grant = limiter.acquire(max_wait_s=MAX_INLINE_WAIT_S)
         if not grant.granted:
-            return Step("waiting for a submit token", retry_in_s=grant.wait_s)
+            rt.store.park(job_id, 0 if grant.kind in GATED else int(grant.wait_s * 1000))
+            return Step(f"parked ({grant.kind})")
         attempt_id = uuid.uuid4().hex
         claim = rt.store.transition(
             job_id, JobState.SUBMITTING, "submit", require_from=JobState.QUEUED,
@@ -63,11 +64,15 @@ def submit_job(rt: Runtime, job_id: str) -> Step:
             return Step(f"claimed elsewhere ({claim.before.value if claim.before else 'gone'})")
         body = {**job.params, "callBackUrl": callback_url(rt.settings, rt.secret, job_id)}
         answer = rt.provider.create(job.type, body)
+        effect = limiter.report(answer.outcome, grant.kind, answer.retry_after_s)
+        if effect not in ("none", "raised"):
+            log.warning("limiter: %s after %s (code %s)", effect, answer.outcome.value, answer.code)
         step = record_answer(rt, job_id, attempt_id, answer)
         if step is not None:
             return step
         if time.monotonic() - started > MAX_HOLD_S:
-            return Step("throttled; handing back", retry_in_s=0.0)
+            rt.store.park(job_id)
+            return Step("throttled repeatedly: parked")
 
 
 def record_answer(rt: Runtime, job_id: str, attempt_id: str, answer: Answer) -> Step | None:
@@ -90,14 +95,16 @@ def record_answer(rt: Runtime, job_id: str, attempt_id: str, answer: Answer) -> 
         store.annotate(job_id, {"uncertain": "1", **_error(answer)},
                        require_state=JobState.SUBMITTING, uncertain_delay_ms=grace_ms)
         return Step("uncertain: waiting for a callback to adopt it")
-    if outcome is Outcome.THROTTLED:
+    if outcome is Outcome.THROTTLED:  # never counts against the job's retry budget
         _requeue(rt, job_id, attempt_id, answer, "throttled", {"+throttled": 1})
         return None
     if outcome in (Outcome.MAINTENANCE, Outcome.CREDITS, Outcome.UNAUTHORIZED):
         if outcome is Outcome.UNAUTHORIZED:
-            log.error("provider refused the API key (code %s): check BACKBEAT_API_KEY", answer.code)
+            log.error("provider refused the API key (code %s): check BACKBEAT_API_KEY; "
+                      "submissions are paused", answer.code)
         _requeue(rt, job_id, attempt_id, answer, outcome.value, {})
-        return Step(outcome.value, retry_in_s=PAUSED_RETRY_S * random.uniform(1.0, 1.5))
+        store.park(job_id)
+        return Step(f"{outcome.value}: parked")
     # transient: bounded retries with exponential backoff and full jitter
     job = store.get(job_id)
     failures = (job.int("failures") if job else 0) + 1
@@ -107,8 +114,9 @@ def record_answer(rt: Runtime, job_id: str, attempt_id: str, answer: Answer) -> 
                          fields={**_error(answer), "failures": failures})
         return Step("transient errors exhausted")
     _requeue(rt, job_id, attempt_id, answer, "transient", {"+failures": 1})
-    delay = random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** failures))
-    return Step("transient error", retry_in_s=delay)
+    delay_s = random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** failures))
+    store.park(job_id, int(delay_s * 1000))
+    return Step(f"transient error: retry in {delay_s:.1f} s")
 
 
 def _requeue(rt: Runtime, job_id: str, attempt_id: str, answer: Answer, reason: str,

@@ -1,11 +1,22 @@
-"""The sliding-window limiter on a real Redis: exact under concurrency, server clock."""
+"""The adaptive limiter on a real Redis: exact window, AIMD, breaker, pause (server clock)."""
 
 import threading
 import time
 
+import pytest
+
+from backbeat.config.providers import Outcome
 from backbeat.config.settings import RateSpec
 from backbeat.workers.keys import Keys
-from backbeat.workers.limiter import WindowLimiter
+from backbeat.workers.limiter import Limiter, Policy
+
+FAST = Policy(beta=0.5, cooldown_ms=300, breaker_base_ms=400, breaker_cap_ms=2000,
+              pause_probe_ms=400, probe_lease_ms=1000)
+
+
+def make(redis, rate=RateSpec(10, 1000), burst=None, account="acct", purpose="submit", **kw):
+    return Limiter(redis, Keys("bb"), account, purpose, rate, FAST,
+                   burst=rate.limit if burst is None else burst, margin_ms=0, **kw)
 
 
 def max_in_window(times_ms, window_ms):
@@ -18,16 +29,14 @@ def max_in_window(times_ms, window_ms):
 
 
 def test_burst_limit_grants_back_to_back_then_waits(redis):
-    lim = WindowLimiter(redis, Keys("bb"), "acct", "submit", RateSpec(5, 1000), burst=5,
-                        margin_ms=0)
+    lim = make(redis, RateSpec(5, 1000))
     grants = [lim.try_acquire() for _ in range(7)]
     assert [g.granted for g in grants] == [True] * 5 + [False] * 2
-    assert 0 < grants[5].wait_s <= 1.0
+    assert grants[5].kind == "window" and 0 < grants[5].wait_s <= 1.0
 
 
 def test_pacing_with_burst_one(redis):
-    lim = WindowLimiter(redis, Keys("bb"), "acct", "submit", RateSpec(10, 1000), burst=1,
-                        margin_ms=0)
+    lim = make(redis, RateSpec(10, 1000), burst=1)
     assert lim.try_acquire().granted
     refused = lim.try_acquire()
     assert not refused.granted and 0.05 < refused.wait_s <= 0.1
@@ -35,9 +44,7 @@ def test_pacing_with_burst_one(redis):
 
 def test_no_window_ever_holds_more_than_the_limit_under_threads(redis):
     """Given 8 threads hammering one bucket, expect at most N grants in every window."""
-    limit, window_ms = 10, 500
-    lim = WindowLimiter(redis, Keys("bb"), "acct", "submit", RateSpec(limit, window_ms),
-                        burst=limit, margin_ms=0)
+    lim = make(redis, RateSpec(10, 500))
     grants, lock, stop = [], threading.Lock(), time.monotonic() + 2.0
 
     def hammer():
@@ -52,15 +59,92 @@ def test_no_window_ever_holds_more_than_the_limit_under_threads(redis):
         t.start()
     for t in threads:
         t.join(30)
-    assert len(grants) >= limit * 2  # it really granted across several windows
-    assert max_in_window(grants, window_ms) <= limit  # grant times are the server's own
+    assert len(grants) >= 20  # it really granted across several windows
+    assert max_in_window(grants, 500) <= 10  # grant times are the server's own
 
 
 def test_buckets_are_separate_per_account_and_purpose(redis):
-    keys = Keys("bb")
-    a = WindowLimiter(redis, keys, "acct-a", "submit", RateSpec(1, 10_000), margin_ms=0)
-    b = WindowLimiter(redis, keys, "acct-b", "submit", RateSpec(1, 10_000), margin_ms=0)
-    p = WindowLimiter(redis, keys, "acct-a", "poll", RateSpec(1, 10_000), margin_ms=0)
+    a = make(redis, RateSpec(1, 10_000), account="acct-a")
+    b = make(redis, RateSpec(1, 10_000), account="acct-b")
+    p = make(redis, RateSpec(1, 10_000), account="acct-a", purpose="poll")
     assert a.try_acquire().granted and b.try_acquire().granted and p.try_acquire().granted
     assert not a.try_acquire().granted
-    assert "{acct-a:submit}" in a.log_key  # hash tag: one slot per bucket on Redis Cluster
+    assert "{acct-a}" in a.log_key and "{acct-a}" in a.state_key  # one slot per account
+
+
+def test_throttle_cuts_once_per_cooldown_however_many_report_it(redis):
+    lim = make(redis, RateSpec(20, 1000))
+    effects = [lim.report(Outcome.THROTTLED) for _ in range(8)]
+    assert effects.count("cut") == 1 and effects.count("cooldown") == 7
+    state = lim.state()
+    assert state["effective_limit"] == 10 and state["cuts"] == 1 and state["throttles"] == 8
+    refused = lim.try_acquire()
+    assert not refused.granted and refused.kind == "cooldown"
+    time.sleep(0.5)
+    assert lim.try_acquire().granted
+    assert lim.report(Outcome.THROTTLED) == "cut"  # the cool-down ended: a new cut
+    assert lim.state()["effective_limit"] == 5
+
+
+def test_retry_after_sets_the_minimum_cooldown(redis):
+    lim = make(redis)
+    lim.report(Outcome.THROTTLED, retry_after_s=5)
+    refused = lim.try_acquire()
+    assert refused.kind == "cooldown" and refused.wait_s >= 4.9
+
+
+def test_successes_raise_the_rate_back_to_the_ceiling(redis):
+    lim = make(redis, RateSpec(10, 1000))
+    lim.report(Outcome.THROTTLED)
+    assert lim.state()["effective_limit"] == 5
+    for _ in range(200):
+        lim.report(Outcome.ACCEPTED)
+    assert lim.state()["effective_limit"] == 10 and lim.state()["factor"] == 1
+
+
+def test_breaker_opens_and_allows_exactly_one_probe(redis):
+    lim = make(redis)
+    assert [lim.report(Outcome.MAINTENANCE) for _ in range(5)] == ["opened"] + ["none"] * 4
+    assert lim.try_acquire().kind == "breaker"
+    assert lim.state()["breaker"]["state"] == "open"
+    time.sleep(0.6)
+    grants = [lim.try_acquire() for _ in range(5)]
+    assert [g.kind for g in grants] == ["probe"] + ["breaker"] * 4
+    assert lim.report(Outcome.MAINTENANCE, "probe") == "opened"  # reopened, for longer
+    assert lim.state()["breaker"]["open_for_s"] > 0.7
+    time.sleep(1.2)
+    probe = lim.try_acquire()
+    assert probe.kind == "probe"
+    assert lim.report(Outcome.ACCEPTED, "probe") == "closed"
+    assert lim.try_acquire().kind == "ok" and lim.state()["breaker"]["state"] == "closed"
+
+
+def test_breaker_blocks_polls_too(redis):
+    submit = make(redis)
+    poll = make(redis, purpose="poll", respect_pause=False)
+    submit.report(Outcome.MAINTENANCE)
+    assert poll.try_acquire().kind == "breaker"
+
+
+def test_credits_pause_probes_slowly_and_a_success_resumes(redis):
+    submit = make(redis)
+    poll = make(redis, purpose="poll", respect_pause=False)
+    assert submit.report(Outcome.CREDITS) == "paused"
+    assert submit.try_acquire().kind == "paused" and poll.try_acquire().granted
+    state = submit.state()["pause"]
+    assert state == {"paused": True, "reason": "credits", "automatic_probe": True,
+                     "next_probe_in_s": pytest.approx(state["next_probe_in_s"])}
+    time.sleep(0.5)
+    probe = submit.try_acquire()
+    assert probe.kind == "pause_probe" and submit.try_acquire().kind == "paused"
+    assert submit.report(Outcome.ACCEPTED, "pause_probe") == "resumed"
+    assert submit.try_acquire().granted
+
+
+def test_manual_pause_has_no_probe_until_resumed(redis):
+    lim = make(redis)
+    lim.pause("operator")
+    time.sleep(0.5)
+    assert lim.try_acquire().kind == "paused"
+    lim.resume()
+    assert lim.try_acquire().granted

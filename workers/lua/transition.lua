@@ -1,12 +1,13 @@
 -- transition.lua: move one job forward (or submitting -> queued) and record the event.
 --
--- Call: EVALSHA sha 5 job events queued poll uncertain
+-- Call: EVALSHA sha 6 job events queued poll uncertain parked
 --         job_id to reason require_from require_attempt poll_delay_ms retention_ms maxlen f1 v1 ...
 -- KEYS[1] job        hash    the job record
 -- KEYS[2] events     stream  transition events (capped, approximate MAXLEN)
 -- KEYS[3] queued     zset    job id -> ms it entered ``queued``
 -- KEYS[4] poll       zset    job id -> ms of its next poll
 -- KEYS[5] uncertain  zset    job id -> ms its uncertain grace ends
+-- KEYS[6] parked     zset    job id -> ms a parked queued job may be sent again
 -- ARGV[1] job_id; ARGV[2] target state; ARGV[3] reason (short text)
 -- ARGV[4] require_from     "" or the state the job must be in now
 -- ARGV[5] require_attempt  "" or the attempt id the job must carry now
@@ -66,6 +67,7 @@ end
 
 if to == 'queued' then redis.call('ZADD', KEYS[3], now_ms, job_id) else redis.call('ZREM', KEYS[3], job_id) end
 if to ~= 'submitting' then redis.call('ZREM', KEYS[5], job_id) end
+if to ~= 'queued' then redis.call('ZREM', KEYS[6], job_id) end
 if RANK[to] == 9 then
   redis.call('ZREM', KEYS[4], job_id)
   redis.call('PEXPIRE', KEYS[1], retention_ms)
