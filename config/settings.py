@@ -36,6 +36,7 @@ BACKBEAT_THROTTLE_BETA    multiplicative rate cut on a throttle       0.5
 BACKBEAT_BREAKER_BASE     seconds the 455 breaker first stays open    15
 BACKBEAT_BREAKER_CAP      longest breaker open time, seconds          300
 BACKBEAT_PAUSE_PROBE_INTERVAL seconds between credits/auth probes     300
+BACKBEAT_LIMITER_SEND_BOUND longest a request takes to reach the provider 0.5
 ========================  ==========================================  ===========================
 """
 
@@ -139,6 +140,7 @@ class Settings:
     breaker_base_s: float = 15.0
     breaker_cap_s: float = 300.0
     pause_probe_interval_s: float = 300.0
+    limiter_send_bound_s: float = 0.5
 
     @property
     def is_prod(self) -> bool:
@@ -189,6 +191,7 @@ class Settings:
             breaker_cap_s=_float(get("BREAKER_CAP", "300"), "BREAKER_CAP"),
             pause_probe_interval_s=_float(get("PAUSE_PROBE_INTERVAL", "300"),
                                           "PAUSE_PROBE_INTERVAL"),
+            limiter_send_bound_s=_float(get("LIMITER_SEND_BOUND", "0.5"), "LIMITER_SEND_BOUND"),
         )
         if settings.env not in ("dev", "prod"):
             raise ValueError("BACKBEAT_ENV must be 'dev' or 'prod'")

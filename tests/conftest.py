@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import requests
+
 from backbeat.api.processes import Proc, beat_argv, free_port, start_redis, worker_argv
 
 #: generous bound for every wait in integration tests (the machine is shared and noisy)
@@ -121,8 +122,9 @@ def sim(sim_server: Any) -> Any:
 @pytest.fixture(scope="session")
 def web_server(redis_server: Proc) -> Iterator[str]:
     """The web app served over real HTTP on WEB_PORT (werkzeug, threaded)."""
-    from backbeat.api.web import create_app
     from werkzeug.serving import make_server
+
+    from backbeat.api.web import create_app
 
     server = make_server("127.0.0.1", WEB_PORT, create_app(Settings.from_env()), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -194,3 +196,72 @@ def client(redis) -> Any:
 @pytest.fixture
 def auth() -> dict[str, str]:
     return {"Authorization": "Bearer producer-token-1"}
+
+
+class Fleet:
+    """Several real worker processes plus a beat, isolated under their own key prefix."""
+
+    def __init__(self, run_dir: Path, prefix: str, overrides: dict[str, str]) -> None:
+        from backbeat.api.client import Client
+
+        self.env = {**os.environ, **TEST_ENV, "BACKBEAT_KEY_PREFIX": prefix, **overrides}
+        self.settings = Settings.from_env(self.env)
+        self.client = Client(self.settings)
+        self.prefix, self.run_dir, self.procs = prefix, run_dir / prefix, []
+
+    def start(self, workers: int, concurrency: int = 2, beat: bool = True) -> Fleet:
+        for n in range(workers):
+            proc = Proc.start(f"worker{n}", worker_argv(f"{self.prefix}{n}", concurrency),
+                              self.env, self.run_dir)
+            self.procs.append(proc)
+        for proc in self.procs:
+            proc.wait_for_log("ready.", WAIT_S)
+        if beat:
+            self.beat = Proc.start("beat", beat_argv(self.run_dir / "beat-schedule"), self.env,
+                                   self.run_dir)
+            self.procs.append(self.beat)
+            self.beat.wait_for_log("beat: Starting...", WAIT_S)
+        return self
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+
+    def logs(self) -> str:
+        return "".join(p.log_text() for p in self.procs)
+
+    def wait_all(self, ids: list[str], timeout: float = WAIT_S) -> list[dict[str, Any]]:
+        return [self.client.wait(job_id, timeout=timeout) for job_id in ids]
+
+
+@pytest.fixture
+def fleet(redis, sim, run_dir: Path) -> Iterator[Callable[..., Fleet]]:
+    """``fleet(prefix, workers=N, **env)``: worker processes + beat with their own settings."""
+    started: list[Fleet] = []
+
+    def make(prefix: str, workers: int = 2, concurrency: int = 2, beat: bool = True,
+             **overrides: str) -> Fleet:
+        for key in redis.scan_iter(f"{prefix}:*", count=1000):
+            redis.delete(key)
+        f = Fleet(run_dir, prefix, overrides)
+        started.append(f)
+        return f.start(workers, concurrency, beat)
+
+    yield make
+    for f in started:
+        f.stop()
+
+
+def calls_per_window(calls: list[dict[str, Any]], window_s: float) -> int:
+    """The most provider create calls (any answer) in any ``window_s`` window, exactly."""
+    times, best, lo = sorted(c["t"] for c in calls), 0, 0
+    for hi, t in enumerate(times):
+        while t - times[lo] >= window_s:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+@pytest.fixture
+def window_count() -> Callable[[list[dict[str, Any]], float], int]:
+    return calls_per_window

@@ -32,7 +32,7 @@ def enqueue(rt: Runtime, request: dict[str, Any]) -> tuple[Job, bool]:
         notify_url=data.get("notify_url"),
     )
     if created or job.state is JobState.QUEUED:
-        send_submit(job.id)
+        send_submit(rt.settings, job.id)
     return job, created
 
 

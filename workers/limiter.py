@@ -16,10 +16,11 @@ Example::
     grant = lim.acquire(max_wait_s=30)        # sleeps until its token time, at most 30 s
     if grant.granted:
         answer = client.create(...)
-        lim.report(answer.outcome, grant.kind, answer.retry_after_s)
+        lim.report(answer.outcome, grant, answer.retry_after_s)
 
-Warning: every window is widened by a small margin so that jitter between the grant and the
-request's arrival cannot put N+1 calls into one of the provider's windows.
+Warning: a grant is counted until the latest moment its request can have reached the provider
+(the answer's time, or grant + ``send_bound_ms`` while in flight), so jitter between grant and
+arrival cannot put N+1 calls into one of the provider's windows.
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ from ..config.settings import RateSpec, Settings
 from . import scripts
 from .keys import Keys
 
-#: smallest safety margin added to every window, in ms
-MIN_MARGIN_MS = 50
-#: safety margin as a share of the window (2% of 10 s = 200 ms)
-MARGIN_SHARE = 0.02
+#: smallest safety margin added to every window, in ms (the send bound covers the jitter)
+MIN_MARGIN_MS = 20
+#: safety margin as a share of the window (0.5% of 10 s = 50 ms)
+MARGIN_SHARE = 0.005
 #: random extra sleep after a refusal, in ms, so waiters do not wake in lockstep
 WAKE_JITTER_MS = 5
 #: refusals that never end by themselves within a short sleep: the caller should park the job
@@ -63,6 +64,8 @@ class Grant:
     at_ms: int = 0
     #: "ok" | "probe" | "pause_probe" when granted; "paused" | "breaker" | "cooldown" | "window"
     kind: str = "ok"
+    #: identifies the grant in the log, so ``report`` can record when the call was answered
+    grant_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ class Policy:
     breaker_cap_ms: int = 300_000
     pause_probe_ms: int = 300_000
     probe_lease_ms: int = 45_000
+    #: longest a granted request may take to reach the provider (until its answer says when)
+    send_bound_ms: int = 500
 
     @classmethod
     def from_settings(cls, s: Settings) -> Policy:
@@ -85,6 +90,7 @@ class Policy:
             breaker_cap_ms=int(s.breaker_cap_s * 1000),
             pause_probe_ms=int(s.pause_probe_interval_s * 1000),
             probe_lease_ms=int((s.connect_timeout_s + s.read_timeout_s + 10) * 1000),
+            send_bound_ms=int(s.limiter_send_bound_s * 1000),
         )
 
 
@@ -113,12 +119,13 @@ class Limiter:
 
     def try_acquire(self) -> Grant:
         """One round trip: a token now, or the reason and the wait until one may be free."""
-        granted, wait_ms, now_ms, kind = self._acquire(
+        granted, wait_ms, now_ms, kind, grant_id = self._acquire(
             keys=[self.log_key, self.state_key],
             args=[self.purpose, self.rate.limit, self.window_ms, self.burst,
-                  "1" if self.respect_pause else "0", self.policy.probe_lease_ms],
+                  "1" if self.respect_pause else "0", self.policy.probe_lease_ms,
+                  self.policy.send_bound_ms],
         )
-        return Grant(granted == 1, int(wait_ms) / 1000, int(now_ms), kind)
+        return Grant(granted == 1, int(wait_ms) / 1000, int(now_ms), kind, grant_id)
 
     def acquire(self, max_wait_s: float, sleep: Callable[[float], None] = time.sleep) -> Grant:
         """Sleep until granted; return the refusal at once when the account is paused or
@@ -132,9 +139,10 @@ class Limiter:
             sleep(nap)
             waited += nap
 
-    def report(self, outcome: Outcome, kind: str = "ok", retry_after_s: float | None = None,
-               ) -> str:
+    def report(self, outcome: Outcome, grant: Grant | None = None,
+               retry_after_s: float | None = None) -> str:
         """Feed one provider answer back; returns the effect (``cut``, ``opened``, ...)."""
+        kind, grant_id = (grant.kind, grant.grant_id) if grant else ("ok", "")
         p = self.policy
         signal = _SIGNALS[outcome]
         if signal == "throttled":
@@ -144,10 +152,11 @@ class Limiter:
         else:
             jitter_ms = random.uniform(0, 0.1 * p.pause_probe_ms)
         return self._report(
-            keys=[self.state_key],
+            keys=[self.state_key, self.log_key],
             args=[self.purpose, signal, kind, self.rate.limit, p.beta, 1 / self.rate.limit,
                   p.cooldown_ms, int((retry_after_s or 0) * 1000), int(jitter_ms),
-                  p.breaker_base_ms, p.breaker_cap_ms, outcome.value, p.pause_probe_ms],
+                  p.breaker_base_ms, p.breaker_cap_ms, outcome.value, p.pause_probe_ms,
+                  grant_id],
         )
 
     def pause(self, reason: str = "manual") -> None:
@@ -168,8 +177,7 @@ class Limiter:
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         factor = float(raw.get(f"{self.purpose}:factor") or 1)
         eff = max(1, int(self.rate.limit * factor + 1e-9))
-        grants = [int(t) for t in self.redis.lrange(self.log_key, 0, eff - 1)]
-        used = sum(1 for t in grants if now_ms - t < self.window_ms)
+        used = self.redis.zcount(self.log_key, now_ms - self.window_ms + 1, "+inf")
         cool = int(raw.get(f"{self.purpose}:cooldown_until") or 0)
         b_until = int(raw.get("breaker:until") or 0)
         return {

@@ -21,7 +21,7 @@ def pump(rt: Runtime) -> int:
         return 0
     ids = rt.store.claim_due(rt.keys.parked, budget, WAKE_LEASE_MS)
     for job_id in ids:
-        send_submit(job_id)
+        send_submit(rt.settings, job_id)
     return len(ids)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from ..config.providers import Outcome
 from . import upstream
 from .dispatch import send_submit
+from .limiter import Grant
 from .runtime import Runtime
 from .states import IN_FLIGHT, JobState
 
@@ -60,11 +61,11 @@ def run_cycle(rt: Runtime, limit: int = CYCLE_LIMIT) -> CycleReport:
                 rt.store.reschedule(rt.keys.poll, rest, int(grant.wait_s * 1000) + 100)
             report.deferred += len(ids) - index
             break
-        poll_one(rt, job_id, report, grant.kind)
+        poll_one(rt, job_id, report, grant)
     return report
 
 
-def poll_one(rt: Runtime, job_id: str, report: CycleReport, grant_kind: str = "ok") -> None:
+def poll_one(rt: Runtime, job_id: str, report: CycleReport, grant: Grant | None = None) -> None:
     """One record-info call for one leased job, then its transition and next poll time."""
     store = rt.store
     job = store.get(job_id)
@@ -72,7 +73,7 @@ def poll_one(rt: Runtime, job_id: str, report: CycleReport, grant_kind: str = "o
         rt.redis.zrem(rt.keys.poll, job_id)
         return
     answer = rt.provider.record_info(job.upstream_task_id)
-    rt.poll_limiter.report(answer.outcome, grant_kind, answer.retry_after_s)
+    rt.poll_limiter.report(answer.outcome, grant, answer.retry_after_s)
     report.polled += 1
     report.outcomes[answer.outcome.value] = report.outcomes.get(answer.outcome.value, 0) + 1
     store.annotate(job_id, {"+polls": 1})
@@ -115,7 +116,7 @@ def settle_uncertain(rt: Runtime, report: CycleReport, limit: int) -> list[str]:
                 requeued.append(job_id)
         report.uncertain_settled += 1
     for job_id in requeued:
-        send_submit(job_id)
+        send_submit(rt.settings, job_id)
     if ids:
         log.info("settled %d uncertain submissions (%d requeued)", len(ids), len(requeued))
     return requeued

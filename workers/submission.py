@@ -64,7 +64,7 @@ def submit_job(rt: Runtime, job_id: str) -> Step:
             return Step(f"claimed elsewhere ({claim.before.value if claim.before else 'gone'})")
         body = {**job.params, "callBackUrl": callback_url(rt.settings, rt.secret, job_id)}
         answer = rt.provider.create(job.type, body)
-        effect = limiter.report(answer.outcome, grant.kind, answer.retry_after_s)
+        effect = limiter.report(answer.outcome, grant, answer.retry_after_s)
         if effect not in ("none", "raised"):
             log.warning("limiter: %s after %s (code %s)", effect, answer.outcome.value, answer.code)
         step = record_answer(rt, job_id, attempt_id, answer)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import requests
+
 from backbeat.simulator import SimConfig, SimServer
 
 #: every wait in these tests gives up after this many seconds

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import requests
+
 from backbeat.simulator.cli import parse_rate
 
 

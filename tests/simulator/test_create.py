@@ -6,6 +6,7 @@ import json
 import socket
 
 import pytest
+
 from backbeat.config.providers import ENDPOINTS, get_profile
 
 PROFILES = ("kie", "sunoapi")

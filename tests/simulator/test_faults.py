@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import requests
+
 from backbeat.config.providers import ENDPOINTS
 
 CREATE_URL = ENDPOINTS["add-vocals"]

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 
 import pytest
+
 from backbeat.config.providers import ENDPOINTS
 
 # polls are fast here, so the per-task poll limit is lifted

@@ -11,11 +11,15 @@ from backbeat.workers.keys import Keys
 from backbeat.workers.limiter import Limiter, Policy
 
 FAST = Policy(beta=0.5, cooldown_ms=300, breaker_base_ms=400, breaker_cap_ms=2000,
-              pause_probe_ms=400, probe_lease_ms=1000)
+              pause_probe_ms=400, probe_lease_ms=1000, send_bound_ms=0)
 
 
-def make(redis, rate=RateSpec(10, 1000), burst=None, account="acct", purpose="submit", **kw):
-    return Limiter(redis, Keys("bb"), account, purpose, rate, FAST,
+TEN_PER_S = RateSpec(10, 1000)
+
+
+def make(redis, rate=TEN_PER_S, burst=None, account="acct", purpose="submit",
+         policy=FAST, **kw):
+    return Limiter(redis, Keys("bb"), account, purpose, rate, policy,
                    burst=rate.limit if burst is None else burst, margin_ms=0, **kw)
 
 
@@ -110,12 +114,12 @@ def test_breaker_opens_and_allows_exactly_one_probe(redis):
     time.sleep(0.6)
     grants = [lim.try_acquire() for _ in range(5)]
     assert [g.kind for g in grants] == ["probe"] + ["breaker"] * 4
-    assert lim.report(Outcome.MAINTENANCE, "probe") == "opened"  # reopened, for longer
+    assert lim.report(Outcome.MAINTENANCE, grants[0]) == "opened"  # reopened, for longer
     assert lim.state()["breaker"]["open_for_s"] > 0.7
     time.sleep(1.2)
     probe = lim.try_acquire()
     assert probe.kind == "probe"
-    assert lim.report(Outcome.ACCEPTED, "probe") == "closed"
+    assert lim.report(Outcome.ACCEPTED, probe) == "closed"
     assert lim.try_acquire().kind == "ok" and lim.state()["breaker"]["state"] == "closed"
 
 
@@ -137,7 +141,7 @@ def test_credits_pause_probes_slowly_and_a_success_resumes(redis):
     time.sleep(0.5)
     probe = submit.try_acquire()
     assert probe.kind == "pause_probe" and submit.try_acquire().kind == "paused"
-    assert submit.report(Outcome.ACCEPTED, "pause_probe") == "resumed"
+    assert submit.report(Outcome.ACCEPTED, probe) == "resumed"
     assert submit.try_acquire().granted
 
 
@@ -147,4 +151,17 @@ def test_manual_pause_has_no_probe_until_resumed(redis):
     time.sleep(0.5)
     assert lim.try_acquire().kind == "paused"
     lim.resume()
+    assert lim.try_acquire().granted
+
+
+def test_a_grant_counts_until_its_latest_possible_arrival(redis):
+    """Given a send bound, an unanswered grant blocks the next window until grant + bound;
+    its answer lowers that to the answer's time."""
+    policy = Policy(send_bound_ms=2000)
+    lim = make(redis, RateSpec(1, 200), policy=policy)
+    first = lim.try_acquire()
+    refused = lim.try_acquire()
+    assert first.granted and not refused.granted and refused.wait_s > 2.0
+    lim.report(Outcome.ACCEPTED, first)
+    time.sleep(0.25)
     assert lim.try_acquire().granted

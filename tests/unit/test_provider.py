@@ -5,6 +5,7 @@ import socket
 import threading
 
 import pytest
+
 from backbeat.api.processes import free_port
 from backbeat.config.providers import Outcome, get_profile
 from backbeat.config.settings import Secret

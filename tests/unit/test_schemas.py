@@ -1,8 +1,9 @@
 """Request schemas: every documented field, field-level errors, callBackUrl refused."""
 
 import pytest
-from backbeat.workers.schemas import load_job_request
 from marshmallow import ValidationError
+
+from backbeat.workers.schemas import load_job_request
 
 MODELS = ("V4_5PLUS", "V5")
 

@@ -1,6 +1,7 @@
 """Settings: rate specs, validation of env values, secrets that never print."""
 
 import pytest
+
 from backbeat.config.providers import Outcome, get_profile
 from backbeat.config.settings import RateSpec, Secret, Settings
 

@@ -1,6 +1,7 @@
 """Job store on a real Redis: idempotent create, forward-only transitions, events, indexes."""
 
 import pytest
+
 from backbeat.workers.errors import IdempotencyConflict
 from backbeat.workers.keys import Keys
 from backbeat.workers.states import JobState

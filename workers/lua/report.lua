@@ -1,9 +1,11 @@
 -- report.lua: feed one provider answer back into the account's shared limiter state.
 --
--- Call: EVALSHA sha 1 state  purpose signal kind limit beta min_factor cooldown_ms
---                             retry_after_ms jitter_ms breaker_base_ms breaker_cap_ms
---                             pause_reason pause_probe_ms
+-- Call: EVALSHA sha 2 state log  purpose signal kind limit beta min_factor cooldown_ms
+--                                 retry_after_ms jitter_ms breaker_base_ms breaker_cap_ms
+--                                 pause_reason pause_probe_ms grant_id
 -- KEYS[1] state  hash  the account's limiter state (see acquire.lua)
+-- KEYS[2] log    zset  the bucket's grant log: the answered call's entry is lowered to now
+--                      (its request reached the provider before the answer left it)
 -- ARGV[1] purpose      "submit" or "poll"
 -- ARGV[2] signal       "up" (the provider answered normally) | "throttled" | "maintenance" |
 --                      "paused" (credits / auth) | "down" (transient error, no verdict)
@@ -17,6 +19,7 @@
 -- ARGV[10] breaker_base_ms, ARGV[11] breaker_cap_ms: open time base * 2^(opens-1), capped
 -- ARGV[12] pause_reason  "credits" | "unauthorized" (with signal "paused")
 -- ARGV[13] pause_probe_ms  time until a paused account is probed again
+-- ARGV[14] grant_id    the grant this call used ("" when unknown)
 -- Returns the effect: "none" | "cut" | "cooldown" | "raised" | "opened" | "closed" | "paused" |
 -- "resumed". A throttle cuts the rate once per cool-down however many workers report it; only
 -- the first 455 after a close (or the probe's own 455) counts toward the breaker's backoff.
@@ -37,6 +40,7 @@ local pause_probe_ms = tonumber(ARGV[13])
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local K = KEYS[1]
+if ARGV[14] ~= '' then redis.call('ZADD', KEYS[2], 'XX', 'LT', now_ms, ARGV[14]) end
 local f_factor, f_cool = purpose .. ':factor', purpose .. ':cooldown_until'
 
 if signal == 'up' then

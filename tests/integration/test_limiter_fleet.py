@@ -1,0 +1,150 @@
+"""The cluster-wide limiter with several worker *processes* against the simulator's strict window.
+
+Every figure is counted at the simulator's side (its ledger of create calls), never timed.
+"""
+
+import subprocess
+import time
+
+import pytest
+import requests
+
+from backbeat.api.processes import venv_bin
+
+pytestmark = pytest.mark.integration
+
+#: the simulator's strict rule in these tests: 10 calls in any 2 s window
+RULE = {"rate_limit": 10, "rate_window_s": 2.0}
+POLLING_ONLY = {"callbacks_enabled": False}  # fleets finish jobs by polling (own key prefix)
+
+
+def instrumental(n):
+    return {"uploadUrl": "https://example.com/v.mp3", "title": f"Fleet {n}", "tags": "rock",
+            "negativeTags": "metal"}
+
+
+def enqueue(fleet, count, tag):
+    return [fleet.client.enqueue("add-instrumental", instrumental(f"{tag}-{n}"))["id"]
+            for n in range(count)]
+
+
+def test_exact_window_fleet_wide_with_bursts(fleet, sim, window_count):
+    """Given 4 worker processes (2 threads each) and burst = N, expect 0 windows over the rule."""
+    sim.set_knobs(**RULE, **POLLING_ONLY)
+    f = fleet("fx", workers=4, concurrency=2, BACKBEAT_SUBMIT_RATE="10/2s",
+              BACKBEAT_SUBMIT_BURST="10")
+    ids = enqueue(f, 50, "exact")
+    jobs = f.wait_all(ids)
+    assert [j["state"] for j in jobs] == ["succeeded"] * 50
+    calls = requests.get(f"{sim.url}/__calls", timeout=10).json()
+    stats = sim.stats()
+    t0 = calls[0]["t"]
+    trace = [(round(c["t"] - t0, 3), c["code"]) for c in calls]
+    assert stats["throttled"] == 0 and stats["accepted"] == 50, str(trace)
+    assert window_count(calls, 2.0) <= 10
+    assert stats["max_calls_in_window"] <= 10 and stats["duplicates_by_title"] == 0
+    assert {p.name for p in f.procs} >= {"worker0", "worker3"}
+
+
+def test_throttle_storm_converges_without_burning_retries(fleet, sim):
+    """Given a limiter configured at 3x the provider's real rule, expect throttles to slow the
+    whole fleet (cut once per cool-down), every job to succeed and no retry budget spent."""
+    sim.set_knobs(**RULE, **POLLING_ONLY)
+    f = fleet("fy", workers=3, concurrency=2, BACKBEAT_SUBMIT_RATE="30/2s",
+              BACKBEAT_SUBMIT_BURST="1", BACKBEAT_THROTTLE_COOLDOWN="0.5",
+              BACKBEAT_MAX_ATTEMPTS="2")
+    ids = enqueue(f, 80, "storm")
+    jobs = f.wait_all(ids)
+    assert [j["state"] for j in jobs] == ["succeeded"] * 80
+    stats = sim.stats()
+    assert stats["accepted"] == 80 and stats["duplicates_by_title"] == 0
+    assert stats["throttled"] >= 1  # the storm happened
+    assert stats["throttled"] / stats["calls_total"] <= 0.25
+    state = f.client.rt.submit_limiter.state()
+    assert 1 <= state["cuts"] <= state["throttles"] == stats["throttled"]
+    for job in jobs:
+        assert f.client.rt.store.get(job["id"]).int("failures") == 0
+
+
+def test_maintenance_window_gets_one_probe_per_interval(fleet, sim):
+    """Given a 455 maintenance window, expect at most one probe per breaker interval
+    fleet-wide (after the calls already in flight when it tripped) and every job to finish."""
+    sim.set_knobs(**RULE, **POLLING_ONLY, maintenance=True)
+    f = fleet("fz", workers=3, concurrency=2, BACKBEAT_SUBMIT_RATE="10/2s",
+              BACKBEAT_BREAKER_BASE="1", BACKBEAT_BREAKER_CAP="2",
+              BACKBEAT_POLL_INTERVAL="0.3")
+    ids = enqueue(f, 20, "maint")
+    lim = f.client.rt.submit_limiter
+    deadline_trips = 4
+    end = time.monotonic() + 60
+    while lim.state()["breaker"]["trips"] < deadline_trips and time.monotonic() < end:
+        time.sleep(0.2)
+    assert lim.state()["breaker"]["trips"] >= deadline_trips
+    sim.set_knobs(maintenance=False)
+    jobs = f.wait_all(ids)
+    assert [j["state"] for j in jobs] == ["succeeded"] * 20
+    calls = requests.get(f"{sim.url}/__calls", timeout=10).json()
+    hits = sorted(c["t"] for c in calls if c["code"] == 455)
+    first_burst = [t for t in hits if t - hits[0] < 0.5]
+    assert len(first_burst) <= 6  # at most the calls in flight when it tripped
+    later = [t for t in hits if t - hits[0] >= 0.5]
+    gaps = [b - a for a, b in zip([first_burst[-1], *later], later, strict=False)]
+    assert later and min(gaps) >= 0.9, gaps  # one probe per (>= 1 s) interval, never two
+    assert sim.stats()["accepted"] == 20 and sim.stats()["duplicates_by_title"] == 0
+
+
+def test_pause_on_credits_keeps_every_job_and_resume_lifts_it(fleet, sim, redis):
+    """Given credits run out, expect submissions to pause fleet-wide with jobs parked (not
+    failed), `backbeat limiter resume` to lift it, and every job then to finish once."""
+    sim.set_knobs(**RULE, **POLLING_ONLY, credits_exhausted=True)
+    f = fleet("fp", workers=2, concurrency=2, BACKBEAT_SUBMIT_RATE="10/2s",
+              BACKBEAT_PAUSE_PROBE_INTERVAL="600")
+    ids = enqueue(f, 15, "credits")
+    end = time.monotonic() + 60
+    while redis.zcard("fp:parked") < 15 and time.monotonic() < end:
+        time.sleep(0.2)
+    status = f.client.rt.submit_limiter.state()
+    assert status["pause"]["paused"] and status["pause"]["reason"] == "credits"
+    assert redis.zcard("fp:parked") == 15
+    assert all(f.client.get(i)["state"] == "queued" for i in ids)
+    credit_calls = sim.stats()["credits"]
+    assert 1 <= credit_calls <= 4  # the calls in flight when it paused, then silence
+    time.sleep(2)
+    assert sim.stats()["credits"] == credit_calls  # paused: nobody calls the provider
+    sim.set_knobs(credits_exhausted=False)
+    out = subprocess.run([venv_bin("backbeat"), "limiter", "resume"], env=f.env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "resumed" in out.stdout
+    jobs = f.wait_all(ids)
+    assert [j["state"] for j in jobs] == ["succeeded"] * 15
+    assert sim.stats()["accepted"] == 15 and sim.stats()["duplicates_by_title"] == 0
+
+
+def test_a_paused_backlog_costs_redis_almost_nothing(fleet, sim, redis):
+    """Given a paused account, expect the whole fleet (2 workers, beat) to cost Redis the same
+    few commands per second with 5,000 parked jobs as with none: nothing scales with backlog."""
+    f = fleet("fq", workers=2, concurrency=2, BACKBEAT_POLL_INTERVAL="1")
+    f.client.rt.submit_limiter.pause("test")
+    time.sleep(2)  # let the fleet settle into its idle loop
+    idle = _commands_per_second(redis, 8)
+    pipe = redis.pipeline(transaction=False)
+    for n in range(5000):
+        pipe.zadd("fq:parked", {f"job-{n}": n})
+    pipe.execute()
+    loaded = _commands_per_second(redis, 8)
+    assert loaded["total"] < 60, loaded
+    assert loaded["total"] <= idle["total"] + 5, (idle, loaded)
+    assert redis.zcard("fq:parked") == 5000 and redis.llen("fq:celery:submit") == 0
+
+
+def _commands_per_second(redis, seconds: float) -> dict[str, float]:
+    def snapshot():
+        return {k: v["calls"] for k, v in redis.info("commandstats").items()}
+
+    before = snapshot()
+    time.sleep(seconds)
+    after = snapshot()
+    rates = {k: round((after[k] - before.get(k, 0)) / seconds, 1) for k in after
+             if after[k] != before.get(k, 0)}
+    rates["total"] = round(sum(rates.values()) - 2 / seconds, 1)  # less our own INFO calls
+    return rates
