@@ -29,7 +29,7 @@ test-all: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python -m tests.bench.run
+	$(BIN)/python tests/bench/run.py
 
 lint: setup
 	$(BIN)/ruff check config workers tasks api simulator tests
