@@ -92,6 +92,40 @@ def status(job_id: str, follow: bool, timeout: float) -> None:
         sys.exit(1)
 
 
+@main.command("jobs")
+@click.option("--state", type=click.Choice(["queued", "submitting", "submitted", "text_ready",
+                                            "first_ready", "succeeded", "failed", "expired",
+                                            "cancelled"]), help="Only jobs in this state.")
+@click.option("--type", "job_type", type=click.Choice(["add-instrumental", "add-vocals"]))
+@click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
+@click.option("--history", is_flag=True, help="Show each job's transitions.")
+def list_jobs(state: str | None, job_type: str | None, limit: int, history: bool) -> None:
+    """List jobs, newest first (``--state failed`` is the dead-letter view)."""
+    client = _client()
+    found, cursor = client.list(state, job_type, limit)
+    for job in found:
+        err = job["error"]
+        click.echo(f"{job['id']}  {job['type']:<16} {job['state']:<11} "
+                   f"attempts={job['attempts']} updated={job['updated_at']}"
+                   + (f"  error={err['code']}: {err['message']}" if err else ""))
+        if history:
+            for h in client.history(job["id"]):
+                click.echo(f"    {h['t']}  {h['from'] or '-'} -> {h['to']}  ({h['reason']})")
+    if cursor:
+        click.echo(f"(more: the API's cursor is {cursor})")
+
+
+@main.command()
+@click.argument("job_id")
+def retry(job_id: str) -> None:
+    """Requeue a failed or expired job (dead letter)."""
+    try:
+        _print(_client().retry(job_id))
+    except BackbeatError as err:
+        click.echo(str(err), err=True)
+        sys.exit(1)
+
+
 @main.command()
 @click.option("--count", type=int, default=0, help="Stop after this many events (0: never).")
 def watch(count: int) -> None:

@@ -50,7 +50,22 @@ class Client:
         return jobs.get(self.rt, job_id).to_public()
 
     def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job not yet submitted; raises InvalidTransition otherwise."""
         return jobs.cancel(self.rt, job_id).to_public()
+
+    def retry(self, job_id: str) -> dict[str, Any]:
+        """Requeue a failed or expired job; raises InvalidTransition otherwise."""
+        return jobs.retry(self.rt, job_id).to_public()
+
+    def history(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's transitions, oldest first."""
+        return self.rt.store.history(job_id)
+
+    def list(self, state: str | None = None, type: str | None = None,  # noqa: A002
+             limit: int = 50, cursor: str | None = None) -> tuple[list[dict], str | None]:
+        """One page of jobs, newest first, and the cursor of the next page (or None)."""
+        found, nxt = self.rt.store.list(JobState(state) if state else None, type, limit, cursor)
+        return [job.to_public() for job in found], nxt
 
     def wait(self, job_id: str, timeout: float = 600.0,
              until: frozenset[JobState] = TERMINAL) -> dict[str, Any]:

@@ -5,9 +5,18 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 
-class ErrorOut(Schema):
-    code = fields.Integer(required=True)
+class JobError(Schema):
+    code = fields.Raw(allow_none=True, metadata={"description": "provider or backbeat code"})
     message = fields.String()
+
+
+class ErrorOut(Schema):
+    """Every 4xx/5xx body: a message, and field messages for validation errors."""
+
+    code = fields.Integer(required=True)
+    status = fields.String()
+    message = fields.String()
+    errors = fields.Dict()
 
 
 class TrackOut(Schema):
@@ -22,25 +31,65 @@ class TrackOut(Schema):
     created_at = fields.String(allow_none=True)
 
 
+STATES = ["queued", "submitting", "submitted", "text_ready", "first_ready", "succeeded",
+          "failed", "expired", "cancelled"]
+
+
+class NotifyOut(Schema):
+    url = fields.String()
+    state = fields.String(metadata={"enum": ["waiting", "pending", "retrying", "delivered",
+                                             "failed"]})
+    attempts = fields.Integer()
+    error = fields.String(allow_none=True)
+
+
+class HistoryOut(Schema):
+    t = fields.Integer(metadata={"description": "ms since the epoch (Redis clock)"})
+    to = fields.String()
+    reason = fields.String()
+
+    class Meta:
+        include = {"from": fields.String()}
+
+
 class JobOut(Schema):
     """A job as callers see it."""
 
     id = fields.String(required=True)
     type = fields.String(required=True)
-    state = fields.String(required=True, metadata={"enum": [
-        "queued", "submitting", "submitted", "text_ready", "first_ready", "succeeded",
-        "failed", "expired", "cancelled"]})
+    state = fields.String(required=True, metadata={"enum": STATES})
     params = fields.Dict()
     upstream_task_id = fields.String(allow_none=True)
     attempts = fields.Integer()
     tracks = fields.List(fields.Nested(TrackOut))
-    error = fields.Nested(ErrorOut, allow_none=True)
+    error = fields.Nested(JobError, allow_none=True)
     idempotency_key = fields.String(allow_none=True)
     priority = fields.Integer()
     duplicate_task_ids = fields.List(fields.String())
+    retries = fields.Integer()
+    notify = fields.Nested(NotifyOut, allow_none=True)
+    deadline_at = fields.String(allow_none=True)
     created_at = fields.String(allow_none=True)
     updated_at = fields.String(allow_none=True)
     timestamps = fields.Dict(keys=fields.String(), values=fields.String())
+    history = fields.List(fields.Nested(HistoryOut))
+
+
+class JobPage(Schema):
+    """One page of a listing; pass ``next_cursor`` back as ``cursor`` for the next."""
+
+    items = fields.List(fields.Nested(JobOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+class ListArgs(Schema):
+    """Filters and paging of ``GET /v1/jobs``."""
+
+    state = fields.String(validate=validate.OneOf(STATES))
+    type = fields.String(validate=validate.OneOf(["add-instrumental", "add-vocals"]))
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
+    cursor = fields.String(validate=validate.Length(max=300))
+    history = fields.Boolean(load_default=False)
 
 
 class CallbackAck(Schema):

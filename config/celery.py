@@ -42,23 +42,26 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "backbeat.submit": {"queue": "submit"},
             "backbeat.reconcile": {"queue": "reconcile"},
             "backbeat.pump": {"queue": "reconcile"},
+            "backbeat.housekeep": {"queue": "reconcile"},
+            "backbeat.notify": {"queue": "reconcile"},
         },
         # Flower needs events; sent events let it show a task before a worker takes it
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
         "beat_schedule": {
-            "reconcile": {
-                "task": "backbeat.reconcile",
-                "schedule": settings.poll_interval_s,
+            name: {
+                "task": f"backbeat.{name}",
+                "schedule": every_s,
                 # a stale tick is useless: drop it rather than pile up behind a busy worker
-                "options": {"expires": max(settings.poll_interval_s * 5, 10)},
-            },
-            "pump": {
-                "task": "backbeat.pump",
-                "schedule": settings.poll_interval_s,
-                "options": {"expires": max(settings.poll_interval_s * 5, 10)},
-            },
+                "options": {"expires": max(every_s * 5, 10)},
+            }
+            for name, every_s in (
+                ("reconcile", settings.poll_interval_s),
+                ("pump", settings.poll_interval_s),
+                ("notify", settings.poll_interval_s),
+                ("housekeep", max(5.0, settings.poll_interval_s)),
+            )
         },
         "beat_max_loop_interval": 5,
         "timezone": "UTC",

@@ -37,6 +37,12 @@ BACKBEAT_BREAKER_BASE     seconds the 455 breaker first stays open    15
 BACKBEAT_BREAKER_CAP      longest breaker open time, seconds          300
 BACKBEAT_PAUSE_PROBE_INTERVAL seconds between credits/auth probes     300
 BACKBEAT_LIMITER_SEND_BOUND longest a request takes to reach the provider 0.5
+BACKBEAT_DEADLINE         seconds a job may take before ``expired``   21600
+BACKBEAT_DEADLINE_ADD_INSTRUMENTAL / _ADD_VOCALS  per-type deadline   BACKBEAT_DEADLINE
+BACKBEAT_OUTBOX_GRACE     seconds before an unsent message is re-sent 30
+BACKBEAT_WEBHOOK_ALLOW_PRIVATE  allow loopback/private notify_url      false
+BACKBEAT_WEBHOOK_MAX_ATTEMPTS   deliveries tried per notification      8
+BACKBEAT_PROVIDER_WEBHOOK_KEY   kie ``webhookHmacKey``: verify callbacks (empty)
 ========================  ==========================================  ===========================
 """
 
@@ -141,6 +147,16 @@ class Settings:
     breaker_cap_s: float = 300.0
     pause_probe_interval_s: float = 300.0
     limiter_send_bound_s: float = 0.5
+    deadlines_s: tuple[tuple[str, float], ...] = (("add-instrumental", 21600.0),
+                                                  ("add-vocals", 21600.0))
+    outbox_grace_s: float = 30.0
+    webhook_allow_private: bool = False
+    webhook_max_attempts: int = 8
+    provider_webhook_key: Secret = field(default_factory=lambda: Secret(""))
+
+    def deadline_s(self, job_type: str) -> float:
+        """Seconds a job of ``job_type`` may take before it expires."""
+        return dict(self.deadlines_s).get(job_type, 21600.0)
 
     @property
     def is_prod(self) -> bool:
@@ -192,6 +208,16 @@ class Settings:
             pause_probe_interval_s=_float(get("PAUSE_PROBE_INTERVAL", "300"),
                                           "PAUSE_PROBE_INTERVAL"),
             limiter_send_bound_s=_float(get("LIMITER_SEND_BOUND", "0.5"), "LIMITER_SEND_BOUND"),
+            deadlines_s=tuple(
+                (kind, _float(get(f"DEADLINE_{kind.upper().replace('-', '_')}",
+                                  get("DEADLINE", "21600")), "DEADLINE"))
+                for kind in ("add-instrumental", "add-vocals")),
+            outbox_grace_s=_float(get("OUTBOX_GRACE", "30"), "OUTBOX_GRACE"),
+            webhook_allow_private=_bool(get("WEBHOOK_ALLOW_PRIVATE", "false"),
+                                        "WEBHOOK_ALLOW_PRIVATE"),
+            webhook_max_attempts=_int(get("WEBHOOK_MAX_ATTEMPTS", "8"), "WEBHOOK_MAX_ATTEMPTS",
+                                      minimum=1),
+            provider_webhook_key=Secret(get("PROVIDER_WEBHOOK_KEY")),
         )
         if settings.env not in ("dev", "prod"):
             raise ValueError("BACKBEAT_ENV must be 'dev' or 'prod'")
@@ -212,6 +238,15 @@ def _int(text: str, name: str, minimum: int = 0) -> int:
     if value < minimum:
         raise ValueError(f"BACKBEAT_{name} must be >= {minimum}")
     return value
+
+
+def _bool(text: str, name: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"BACKBEAT_{name} must be true or false, got {text!r}")
 
 
 def _float(text: str, name: str) -> float:

@@ -7,7 +7,8 @@ from celery import Celery
 from ..config.celery import celery_config
 from ..config.settings import get_settings
 
-TASK_MODULES = ["backbeat.tasks.submit", "backbeat.tasks.reconcile", "backbeat.tasks.pump"]
+TASK_MODULES = ["backbeat.tasks.submit", "backbeat.tasks.reconcile", "backbeat.tasks.pump",
+                "backbeat.tasks.housekeeping"]
 
 app = Celery("backbeat", include=TASK_MODULES)
 app.config_from_object(celery_config(get_settings()))

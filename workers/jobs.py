@@ -11,18 +11,22 @@ from .runtime import Runtime
 from .schemas import load_job_request
 from .states import JobState
 from .store import Job
+from .webhooks import check_notify_url
 
 
 def enqueue(rt: Runtime, request: dict[str, Any]) -> tuple[Job, bool]:
-    """Validate, store (record + idempotency key in one step), then send the message.
+    """Validate, store (record + idempotency key + outbox entry in one step), send the message.
 
-    Returns (job, created). A replay of the same idempotency key returns the first job; if that
-    job is still ``queued`` its message is sent again (harmless: a submit claims a job only from
-    ``queued``), which covers a producer that crashed between the record and the message.
-    Raises marshmallow.ValidationError (field messages) or IdempotencyConflict.
+    Returns (job, created). The job sits in the outbox until its message is sent, so a crash
+    between the two is repaired by housekeeping. A replay of the same idempotency key returns the
+    first job; if that job is still ``queued`` its message is sent again (harmless: a submit
+    claims a job only from ``queued``). Raises marshmallow.ValidationError (field messages) or
+    IdempotencyConflict.
     """
     s = rt.settings
     data = load_job_request(request, s.models, s.default_model)
+    if data.get("notify_url"):
+        check_notify_url(data["notify_url"], allow_private=s.webhook_allow_private)
     job, created = rt.store.create(
         uuid.uuid4().hex,
         data["type"],
@@ -30,9 +34,11 @@ def enqueue(rt: Runtime, request: dict[str, Any]) -> tuple[Job, bool]:
         idempotency_key=data.get("idempotency_key"),
         priority=data.get("priority", 0),
         notify_url=data.get("notify_url"),
+        deadline_ms=int(s.deadline_s(data["type"]) * 1000),
     )
     if created or job.state is JobState.QUEUED:
-        send_submit(rt.settings, job.id)
+        send_submit(s, job.id)
+        rt.store.dispatched(job.id)
     return job, created
 
 
@@ -50,4 +56,18 @@ def cancel(rt: Runtime, job_id: str) -> Job:
                                  require_from=JobState.QUEUED)
     if not result.applied:
         raise InvalidTransition(job_id, (result.before or job.state).value, "cancelled")
+    return get(rt, job_id)
+
+
+def retry(rt: Runtime, job_id: str) -> Job:
+    """Send a ``failed`` or ``expired`` job round again (a fresh retry budget, same record)."""
+    job = get(rt, job_id)
+    result = rt.store.transition(
+        job_id, JobState.QUEUED, "retried by caller", retry=True,
+        fields={"failures": 0, "+retries": 1, "-error_code": "", "-error_message": "",
+                "-uncertain": ""},
+    )
+    if not result.applied:
+        raise InvalidTransition(job_id, (result.before or job.state).value, "queued (retry)")
+    send_submit(rt.settings, job_id)
     return get(rt, job_id)

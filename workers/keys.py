@@ -1,21 +1,32 @@
 """Every Redis key backbeat owns, in one place, under the configurable prefix.
 
-Job store (one hash per job, plus indexes):
+Job store (one hash per job, plus indexes; every index entry leaves when the job does):
     {p}:job:{id}            hash   the job record (see store.py for its fields)
-    {p}:idem:{key}          string job id an idempotency key maps to
+    {p}:hist:{id}           list   the job's last transitions, JSON, oldest first (capped)
+    {p}:idem:{key}          string "job_id|fingerprint" an idempotency key maps to
     {p}:events              stream one entry per state transition (capped)
-    {p}:queued              zset   job id -> ms when it (re)entered ``queued``
+    {p}:jobs                zset   job id -> ms created (listing; trimmed after retention)
+    {p}:state:{state}       zset   job id -> ms it entered that state (listing, dead letters)
+    {p}:outbox              zset   job id -> ms created, until its first message is sent
+    {p}:deadline            zset   job id -> ms its deadline passes (non-terminal jobs)
     {p}:poll                zset   job id -> ms of its next record-info poll (leased when claimed)
     {p}:uncertain           zset   job id -> ms when its uncertain grace period ends
     {p}:parked              zset   job id -> ms when a parked queued job may be sent again
+    {p}:notify              zset   job id -> ms its next webhook delivery attempt is due
+    {p}:metrics:{name}      string counters (duplicate upstream tasks, ...)
+    {p}:celery:*            Celery's broker keys (kombu ``global_keyprefix``)
 Limiter (per provider account; every key of an account shares the hash tag ``{<acct>}``):
-    {p}:lim:{<acct>}:<purpose>:log   list of grant times in ms, newest first (submit, poll)
+    {p}:lim:{<acct>}:<purpose>:log   zset grant id -> latest possible arrival in ms
     {p}:lim:{<acct>}:state           hash AIMD factors, cool-downs, breaker and pause state
 """
 
 from __future__ import annotations
 
 import hashlib
+
+#: the order of the per-state index keys passed to transition.lua (it holds the same list)
+STATE_ORDER = ("queued", "submitting", "submitted", "text_ready", "first_ready", "succeeded",
+               "failed", "expired", "cancelled")
 
 
 class Keys:
@@ -27,16 +38,38 @@ class Keys:
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
 
+    def hist(self, job_id: str) -> str:
+        return f"{self.prefix}:hist:{job_id}"
+
     def idem(self, idempotency_key: str) -> str:
         return f"{self.prefix}:idem:{idempotency_key}"
+
+    def state(self, name: str) -> str:
+        return f"{self.prefix}:state:{name}"
+
+    @property
+    def state_indexes(self) -> list[str]:
+        return [self.state(name) for name in STATE_ORDER]
 
     @property
     def events(self) -> str:
         return f"{self.prefix}:events"
 
     @property
+    def jobs(self) -> str:
+        return f"{self.prefix}:jobs"
+
+    @property
     def queued(self) -> str:
-        return f"{self.prefix}:queued"
+        return self.state("queued")
+
+    @property
+    def outbox(self) -> str:
+        return f"{self.prefix}:outbox"
+
+    @property
+    def deadline(self) -> str:
+        return f"{self.prefix}:deadline"
 
     @property
     def poll(self) -> str:
@@ -47,12 +80,24 @@ class Keys:
         return f"{self.prefix}:uncertain"
 
     @property
-    def dev_secret(self) -> str:
-        return f"{self.prefix}:dev-secret"
-
-    @property
     def parked(self) -> str:
         return f"{self.prefix}:parked"
+
+    @property
+    def notify(self) -> str:
+        return f"{self.prefix}:notify"
+
+    def metric(self, name: str) -> str:
+        return f"{self.prefix}:metrics:{name}"
+
+    @property
+    def submit_queue(self) -> str:
+        """The broker list of the ``submit`` queue (kombu key prefix + queue name)."""
+        return f"{self.prefix}:celery:submit"
+
+    @property
+    def dev_secret(self) -> str:
+        return f"{self.prefix}:dev-secret"
 
     def limiter_base(self, account: str) -> str:
         """The hash-tagged base of one account's limiter keys (``account`` is anonymised)."""

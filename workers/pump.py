@@ -44,5 +44,5 @@ def wake_budget(rt: Runtime) -> int:
     if probe_due:
         return 1
     effective = max(1, int(lim.rate.limit * float(factor or 1) + 1e-9))
-    waiting = rt.redis.llen(f"{rt.keys.prefix}:celery:submit")
+    waiting = rt.redis.llen(rt.keys.submit_queue)
     return max(0, effective - waiting)

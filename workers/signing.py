@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
+import time
 from urllib.parse import quote
 
 from redis import Redis
@@ -24,6 +26,24 @@ def verify(secret: Secret, job_id: str, signature: str | None) -> bool:
     if not signature:
         return False
     return hmac.compare_digest(sign(secret, job_id), signature)
+
+
+def verify_provider_signature(key: Secret, payload: object, timestamp: str | None,
+                              signature: str | None, max_age_s: float = 300.0) -> bool:
+    """kie's optional callback signing: ``X-Webhook-Signature`` =
+    base64(HMAC-SHA256(key, task_id + "." + X-Webhook-Timestamp)), within ``max_age_s``."""
+    if not timestamp or not signature or not isinstance(payload, dict):
+        return False
+    data = payload.get("data")
+    task_id = data.get("task_id") or data.get("taskId") if isinstance(data, dict) else None
+    try:
+        age = abs(time.time() - int(timestamp))
+    except ValueError:
+        return False
+    if not isinstance(task_id, str) or age > max_age_s:
+        return False
+    mac = hmac.new(key.reveal().encode(), f"{task_id}.{timestamp}".encode(), hashlib.sha256)
+    return hmac.compare_digest(base64.b64encode(mac.digest()).decode(), signature.strip())
 
 
 def callback_url(settings: Settings, secret: Secret, job_id: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -19,6 +20,10 @@ from .states import JobState
 EVENTS_MAXLEN = 100_000
 #: how long an idempotency key keeps naming its job, in ms (the providers keep files 14 days)
 DEFAULT_RETENTION_MS = 14 * 24 * 3600 * 1000
+#: a job not finished this long after creation expires, in ms (per type in settings)
+DEFAULT_DEADLINE_MS = 6 * 3600 * 1000
+#: a listing reads at most this many pages of its index to fill one filtered page
+SCAN_PAGES = 5
 
 
 @dataclass(frozen=True)
@@ -64,8 +69,15 @@ class Job:
         timestamps = {
             name[: -len("_at")]: _iso(value)
             for name, value in self.raw.items()
-            if name.endswith("_at") and value and name not in ("created_at", "updated_at")
+            if name.endswith("_at") and value
+            and name not in ("created_at", "updated_at", "deadline_at")
         }
+        notify = None
+        if self.raw.get("notify_url"):
+            notify = {"url": self.raw["notify_url"],
+                      "state": self.raw.get("notify_state") or "waiting",
+                      "attempts": self.int("notify_attempts"),
+                      "error": self.raw.get("notify_error") or None}
         return {
             "id": self.id,
             "type": self.type,
@@ -77,6 +89,9 @@ class Job:
             "error": error,
             "idempotency_key": self.raw.get("idempotency_key") or None,
             "priority": self.int("priority"),
+            "retries": self.int("retries"),
+            "notify": notify,
+            "deadline_at": _iso(self.raw.get("deadline_at")),
             "duplicate_task_ids": [t for t in self.raw.get("dup_task_ids", "").split(",") if t],
             "created_at": _iso(self.raw.get("created_at")),
             "updated_at": _iso(self.raw.get("updated_at")),
@@ -119,7 +134,7 @@ class JobStore:
         idempotency_key: str | None = None,
         priority: int = 0,
         notify_url: str | None = None,
-        deadline_ms: int | None = None,
+        deadline_ms: int = DEFAULT_DEADLINE_MS,
     ) -> tuple[Job, bool]:
         """Write a new queued job; returns (job, created). Same key + same request = same job."""
         digest = fingerprint(job_type, params, notify_url)
@@ -129,14 +144,15 @@ class JobStore:
             "priority": str(priority),
             "idempotency_key": idempotency_key or "",
             "notify_url": notify_url or "",
-            "deadline_ms": "" if deadline_ms is None else str(deadline_ms),
+            "deadline_ms": str(int(deadline_ms)),
         }
         flat = [x for kv in record.items() for x in kv]
+        k = self.keys
         created, found_id, found_digest = self._create(
-            keys=[self.keys.job(job_id), self.keys.idem(idempotency_key or "-"), self.keys.events,
-                  self.keys.queued],
+            keys=[k.job(job_id), k.idem(idempotency_key or "-"), k.events, k.queued, k.jobs,
+                  k.outbox, k.deadline, k.hist(job_id)],
             args=[job_id, "1" if idempotency_key else "0", digest, self.retention_ms,
-                  EVENTS_MAXLEN, *flat],
+                  EVENTS_MAXLEN, int(deadline_ms), *flat],
         )
         if not created and found_digest != digest:
             raise IdempotencyConflict(idempotency_key or "", found_id)
@@ -161,17 +177,64 @@ class JobStore:
         require_attempt: str | None = None,
         poll_delay_ms: int | None = None,
         fields: dict[str, Any] | None = None,
+        retry: bool = False,
     ) -> Transition:
-        """Apply one move if the state machine allows it; see transition.lua for the rules."""
+        """Apply one move if the state machine allows it; see transition.lua for the rules.
+        ``retry=True`` is the one way out of ``failed``/``expired`` (back to ``queued``)."""
         flat = [str(x) for kv in (fields or {}).items() for x in kv]
+        k = self.keys
         applied, before = self._transition(
-            keys=[self.keys.job(job_id), self.keys.events, self.keys.queued, self.keys.poll,
-                  self.keys.uncertain, self.keys.parked],
+            keys=[k.job(job_id), k.hist(job_id), k.events, k.poll, k.uncertain, k.parked,
+                  k.deadline, *k.state_indexes, k.notify],
             args=[job_id, to.value, reason, require_from.value if require_from else "",
                   require_attempt or "", "" if poll_delay_ms is None else int(poll_delay_ms),
-                  self.retention_ms, EVENTS_MAXLEN, *flat],
+                  self.retention_ms, EVENTS_MAXLEN, "retry" if retry else "", *flat],
         )
         return Transition(applied == 1, JobState(before) if before else None)
+
+    def history(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's last transitions, oldest first (time in ms, from, to, reason)."""
+        return [json.loads(e) for e in self.redis.lrange(self.keys.hist(job_id), 0, -1)]
+
+    def dispatched(self, job_id: str) -> None:
+        """The job's first message is in the broker: it leaves the outbox."""
+        self.redis.zrem(self.keys.outbox, job_id)
+
+    def list(self, state: JobState | None = None, job_type: str | None = None, limit: int = 50,
+             cursor: str | None = None) -> tuple[list[Job], str | None]:
+        """Jobs newest first (by entry into ``state``, or by creation), ``limit`` per page;
+        returns (jobs, next cursor or None). Scans at most a few pages to honour ``job_type``."""
+        index = self.keys.state(state.value) if state else self.keys.jobs
+        top, after_id = _decode_cursor(cursor)
+        jobs: list[Job] = []
+        scanned, last = 0, None
+        while len(jobs) < limit and scanned < limit * SCAN_PAGES:
+            batch = self.redis.zrevrangebyscore(index, top, "-inf", start=0, num=limit + 50,
+                                                withscores=True)
+            batch = [(m, s) for m, s in batch if not (after_id and s == top and m >= after_id)]
+            if not batch:
+                break
+            pipe = self.redis.pipeline(transaction=False)
+            for member, _ in batch:
+                pipe.hgetall(self.keys.job(member))
+            for (member, score), record in zip(batch, pipe.execute(), strict=True):
+                scanned += 1
+                last = (score, member)
+                if record and (job_type is None or record.get("type") == job_type):
+                    jobs.append(Job.from_hash(record))
+                    if len(jobs) == limit:
+                        break
+            top, after_id = last
+        if last is None or not self._has_after(index, *last):
+            return jobs, None
+        return jobs, _encode_cursor(*last)
+
+    def _has_after(self, index: str, score: float, member: str) -> bool:
+        """Whether ``index`` holds an entry after (score, member) in newest-first order."""
+        if self.redis.zcount(index, "-inf", f"({score}"):
+            return True
+        same = self.redis.zrangebyscore(index, score, score, start=0, num=1)
+        return bool(same) and same[0] < member
 
     def annotate(
         self,
@@ -211,6 +274,22 @@ class JobStore:
         """Events after ``last_id`` as [(stream_id, {job, from, to, reason, t})]."""
         reply = self.redis.xread({self.keys.events: last_id}, count=count, block=block_ms)
         return reply[0][1] if reply else []
+
+
+def _encode_cursor(score: float, member: str) -> str:
+    return base64.urlsafe_b64encode(f"{int(score)}:{member}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None) -> tuple[float | str, str | None]:
+    """(top score, id already returned at that score); ValueError on a malformed cursor."""
+    if not cursor:
+        return "+inf", None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        score, member = raw.split(":", 1)
+        return float(int(score)), member
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError("malformed cursor") from err
 
 
 def _iso(ms: str | None) -> str | None:

@@ -24,7 +24,8 @@ def test_create_is_idempotent_per_key(store, redis):
     with pytest.raises(IdempotencyConflict) as info:
         store.create("j3", "add-vocals", {"title": "b"}, idempotency_key="k")
     assert info.value.job_id == "j1"
-    assert redis.zscore("bb:queued", "j1") is not None
+    assert redis.zscore("bb:state:queued", "j1") is not None
+    assert redis.zscore("bb:outbox", "j1") and redis.zscore("bb:deadline", "j1")
 
 
 def test_transitions_only_move_forward(store):
@@ -75,10 +76,13 @@ def test_events_and_indexes_follow_transitions(store, redis):
     store.transition("j", S.SUBMITTING, "go")
     store.transition("j", S.SUBMITTED, "ok", poll_delay_ms=5000,
                      fields={"upstream_task_id": "T"})
-    assert redis.zscore("bb:queued", "j") is None and redis.zscore("bb:poll", "j")
+    assert redis.zscore("bb:state:queued", "j") is None and redis.zscore("bb:poll", "j")
+    assert redis.zscore("bb:state:submitted", "j")
     store.transition("j", S.FAILED, "boom", fields={"error_code": "501"})
-    assert redis.zscore("bb:poll", "j") is None
-    assert 0 < redis.pttl("bb:job:j") <= 60_000
+    assert redis.zscore("bb:poll", "j") is None and redis.zscore("bb:deadline", "j") is None
+    assert redis.zscore("bb:state:failed", "j") and redis.zscore("bb:state:submitted", "j") is None
+    assert 0 < redis.pttl("bb:job:j") <= 60_000 and 0 < redis.pttl("bb:hist:j") <= 60_000
+    assert [(h["from"], h["to"]) for h in store.history("j")][-1] == ("submitted", "failed")
     moves = [(e["from"], e["to"]) for _, e in store.read_events("0-0")]
     assert moves == [("", "queued"), ("queued", "submitting"), ("submitting", "submitted"),
                      ("submitted", "failed")]
@@ -95,3 +99,46 @@ def test_claim_due_leases_members(store, redis):
 def test_missing_job(store):
     assert store.get("nope") is None
     assert not store.transition("nope", S.SUBMITTING, "x").applied
+
+
+def test_retry_is_the_one_way_out_of_failed(store, redis):
+    store.create("j", "add-vocals", {}, deadline_ms=60_000)
+    assert not store.transition("j", S.QUEUED, "x", retry=True).applied  # not failed yet
+    store.transition("j", S.FAILED, "boom", fields={"error_code": "500"})
+    assert not store.transition("j", S.QUEUED, "plain move").applied
+    result = store.transition("j", S.QUEUED, "retry", retry=True,
+                              fields={"-error_code": "", "+retries": 1})
+    assert result.applied and result.before is S.FAILED
+    job = store.get("j")
+    assert job.state is S.QUEUED and job.get("error_code") == "" and job.int("retries") == 1
+    assert redis.pttl("bb:job:j") == -1 and redis.zscore("bb:deadline", "j")
+    store.transition("j", S.SUCCEEDED, "done")
+    assert not store.transition("j", S.QUEUED, "retry", retry=True).applied  # only failures
+
+
+def test_terminal_job_with_notify_url_is_scheduled_for_its_webhook(store, redis):
+    store.create("a", "add-vocals", {}, notify_url="https://hooks.example.com/x")
+    store.create("b", "add-vocals", {})
+    for job_id in ("a", "b"):
+        store.transition(job_id, S.CANCELLED, "caller")
+    assert redis.zrange("bb:notify", 0, -1) == ["a"]
+    assert store.get("a").to_public()["notify"]["state"] == "pending"
+
+
+def test_listing_pages_newest_first_with_filters(store):
+    for n in range(7):
+        store.create(f"j{n}", "add-vocals" if n % 2 else "add-instrumental", {})
+    store.transition("j3", S.CANCELLED, "x")
+    seen, cursor = [], None
+    while True:
+        page, cursor = store.list(limit=3, cursor=cursor)
+        seen += [j.id for j in page]
+        if cursor is None:
+            break
+    assert sorted(seen) == [f"j{n}" for n in range(7)] and len(seen) == 7
+    vocals, _ = store.list(job_type="add-vocals", limit=10)
+    assert sorted(j.id for j in vocals) == ["j1", "j3", "j5"]
+    cancelled, more = store.list(state=S.CANCELLED)
+    assert [j.id for j in cancelled] == ["j3"] and more is None
+    with pytest.raises(ValueError):
+        store.list(cursor="!!not-a-cursor!!")

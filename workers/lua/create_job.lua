@@ -1,10 +1,16 @@
--- create_job.lua: write a new job record and its idempotency key in one atomic step.
+-- create_job.lua: write a new job record, its idempotency key and its indexes in one step.
 --
--- Call: EVALSHA sha 4 job idem events queued  job_id has_idem fingerprint idem_ttl_ms maxlen f1 v1 f2 v2 ...
--- KEYS[1] job     hash    the new job record
--- KEYS[2] idem    string  "job_id|fingerprint" for this idempotency key (ignored when has_idem = 0)
--- KEYS[3] events  stream  transition events (capped, approximate MAXLEN)
--- KEYS[4] queued  zset    job id -> ms it entered ``queued``
+-- Call: EVALSHA sha 8 job idem events queued jobs outbox deadline hist
+--         job_id has_idem fingerprint idem_ttl_ms maxlen deadline_ms f1 v1 f2 v2 ...
+-- KEYS[1] job       hash    the new job record
+-- KEYS[2] idem      string  "job_id|fingerprint" for this idempotency key (unused if has_idem 0)
+-- KEYS[3] events    stream  transition events (capped, approximate MAXLEN)
+-- KEYS[4] queued    zset    state index: job id -> ms it entered ``queued``
+-- KEYS[5] jobs      zset    job id -> ms created (listing)
+-- KEYS[6] outbox    zset    job id -> ms created, until the producer confirms its message sent
+-- KEYS[7] deadline  zset    job id -> ms its deadline passes
+-- KEYS[8] hist      list    the job's transition history (JSON entries)
+-- ARGV[6] deadline_ms: ms from now until the job expires unless finished
 -- Returns {1, job_id, fingerprint} when created, {0, existing_job_id, existing_fingerprint} when the
 -- idempotency key already names a job (the caller compares fingerprints: same -> same job, else 409).
 -- Time is the Redis server clock, in milliseconds.
@@ -14,6 +20,7 @@ local has_idem = ARGV[2] == "1"
 local fingerprint = ARGV[3]
 local idem_ttl_ms = tonumber(ARGV[4])
 local events_maxlen = tonumber(ARGV[5])
+local deadline_ms = tonumber(ARGV[6])
 
 if has_idem then
   local existing = redis.call('GET', KEYS[2])
@@ -31,8 +38,8 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local fields = {'id', job_id, 'state', 'queued', 'fingerprint', fingerprint,
                 'created_at', now_ms, 'updated_at', now_ms, 'queued_at', now_ms,
-                'attempts', 0, 'failures', 0}
-for i = 6, #ARGV, 2 do
+                'deadline_at', now_ms + deadline_ms, 'attempts', 0, 'failures', 0}
+for i = 7, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
 end
@@ -41,6 +48,10 @@ if has_idem then
   redis.call('SET', KEYS[2], job_id .. '|' .. fingerprint, 'PX', idem_ttl_ms)
 end
 redis.call('ZADD', KEYS[4], now_ms, job_id)
+redis.call('ZADD', KEYS[5], now_ms, job_id)
+redis.call('ZADD', KEYS[6], now_ms, job_id)
+redis.call('ZADD', KEYS[7], now_ms + deadline_ms, job_id)
+redis.call('RPUSH', KEYS[8], cjson.encode({t = now_ms, from = '', to = 'queued', reason = 'created'}))
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', events_maxlen, '*',
            'job', job_id, 'from', '', 'to', 'queued', 'reason', 'created', 't', now_ms)
 return {1, job_id, fingerprint}

@@ -1,0 +1,82 @@
+"""Housekeeping run by beat: deadlines, the outbox, retention trims.
+
+Each part costs O(due entries): it reads only the front of a time-ordered index.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .dispatch import send_submit
+from .keys import STATE_ORDER
+from .runtime import Runtime
+from .states import TERMINAL, JobState
+
+log = logging.getLogger(__name__)
+
+#: entries handled per index per run
+BATCH = 500
+#: lease on claimed entries, in ms (another beat skips them meanwhile)
+LEASE_MS = 60_000
+
+
+@dataclass
+class Report:
+    """What one housekeeping run did."""
+
+    expired: int = 0
+    resent: int = 0
+    trimmed: int = 0
+
+
+def run(rt: Runtime) -> Report:
+    report = Report()
+    report.expired = expire_overdue(rt)
+    report.resent = resend_unsent(rt)
+    report.trimmed = trim_indexes(rt)
+    return report
+
+
+def expire_overdue(rt: Runtime) -> int:
+    """Jobs past their deadline become ``expired`` (whatever non-terminal state they are in)."""
+    moved = 0
+    for job_id in rt.store.claim_due(rt.keys.deadline, BATCH, LEASE_MS):
+        result = rt.store.transition(job_id, JobState.EXPIRED, "deadline passed",
+                                     fields={"error_code": "deadline",
+                                             "error_message": "no result before the deadline"})
+        if result.applied:
+            moved += 1
+        else:  # already terminal or gone
+            rt.redis.zrem(rt.keys.deadline, job_id)
+    if moved:
+        log.warning("expired %d jobs past their deadline", moved)
+    return moved
+
+
+def resend_unsent(rt: Runtime) -> int:
+    """Jobs whose producer crashed between the record and the message get their message."""
+    now_ms = rt.store.now_ms()
+    grace_ms = int(rt.settings.outbox_grace_s * 1000)
+    due = rt.redis.zrangebyscore(rt.keys.outbox, "-inf", now_ms - grace_ms, start=0, num=BATCH)
+    resent = 0
+    for job_id in due:
+        job = rt.store.get(job_id)
+        if job is not None and job.state is JobState.QUEUED:
+            send_submit(rt.settings, job_id)
+            resent += 1
+        rt.store.dispatched(job_id)
+    if resent:
+        log.warning("re-sent %d messages a producer never sent", resent)
+    return resent
+
+
+def trim_indexes(rt: Runtime) -> int:
+    """Drop index entries of jobs whose records passed retention (nothing grows unbounded)."""
+    cutoff = rt.store.now_ms() - rt.store.retention_ms
+    pipe = rt.redis.pipeline(transaction=False)
+    pipe.zremrangebyscore(rt.keys.jobs, "-inf", cutoff)
+    for name in STATE_ORDER:
+        if JobState(name) in TERMINAL:
+            pipe.zremrangebyscore(rt.keys.state(name), "-inf", cutoff)
+    return sum(pipe.execute())
