@@ -74,7 +74,8 @@ def _require_token(rt: Runtime) -> None:
         return
     header = request.headers.get("Authorization", "")
     given = header[7:].strip() if header[:7].lower() == "bearer " else ""
-    if not given or not any(hmac.compare_digest(given, t.reveal()) for t in tokens):
+    if not given or not any(hmac.compare_digest(given.encode(), t.reveal().encode())
+                            for t in tokens):
         abort(401, message="missing or invalid bearer token")
 
 

@@ -1,4 +1,4 @@
-"""Admin endpoints (/__stats, /__calls, /__tasks/<id>, /__faults, /__reset, /__health)."""
+"""Admin endpoints (/__stats, /__calls, /__polls, /__tasks/<id>, /__faults, /__reset, ...)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ def handle_admin(sim: Simulator, method: str, path: str, raw: bytes) -> Answer |
         return Answer(200, sim.stats())
     if route == ("GET", "/__calls"):
         return Answer(200, sim.ledger.calls())
+    if route == ("GET", "/__polls"):
+        return Answer(200, sim.ledger.polls())
     if method == "GET" and path.startswith("/__tasks/"):
         task = sim.ledger.task(path.removeprefix("/__tasks/"))
         if task is None:

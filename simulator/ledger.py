@@ -11,6 +11,8 @@ from .tasks import Task, status_at
 
 #: duplicate_titles keeps at most this many titles
 MAX_DUPLICATE_TITLES = 100
+#: most record-info polls kept in the poll log (GET /__polls)
+MAX_POLL_LOG = 200_000
 
 #: call outcome -> the /__stats counters it adds to
 _OUTCOME_COUNTERS: dict[str, tuple[str, ...]] = {
@@ -81,6 +83,7 @@ class Ledger:
         """Forget every call, window, task and counter."""
         with self.lock:
             self._calls: list[dict[str, Any]] = []
+            self._polls: list[dict[str, Any]] = []
             self._counts: Counter[str] = Counter()
             self._attempt_times: list[float] = []
             self._accepted_times: list[float] = []
@@ -160,6 +163,17 @@ class Ledger:
         """A copy of every create call, in arrival order."""
         with self.lock:
             return [dict(c) for c in self._calls]
+
+    def record_poll(self, task_id: str | None, code: int) -> None:
+        """Append one record-info poll (t, taskId, code), capped at MAX_POLL_LOG entries."""
+        with self.lock:
+            if len(self._polls) < MAX_POLL_LOG:
+                self._polls.append({"t": time.monotonic(), "taskId": task_id, "code": code})
+
+    def polls(self) -> list[dict[str, Any]]:
+        """A copy of the poll log, in arrival order."""
+        with self.lock:
+            return [dict(p) for p in self._polls]
 
     def stats(self, rate_limit: int, rate_window_s: float) -> dict[str, Any]:
         """The /__stats document."""

@@ -164,7 +164,14 @@ class Simulator:
     # -- record-info ---------------------------------------------------------------------
 
     def record_info(self, task_id: str | None, authorization: str | None) -> Answer:
-        """Handle GET record-info: faults, auth, unknown task, poll windows, then the data."""
+        """Handle GET record-info and log it (GET /__polls)."""
+        answer = self._record_info(task_id, authorization)
+        self.ledger.record_poll(task_id, int(answer.body.get("code", answer.status))
+                                if isinstance(answer.body, dict) else answer.status)
+        return answer
+
+    def _record_info(self, task_id: str | None, authorization: str | None) -> Answer:
+        """GET record-info: faults, auth, unknown task, poll windows, then the data."""
         cfg = self.config
         self.ledger.count("polls")
         (server_error,) = self._draw(cfg.server_error_rate)

@@ -25,7 +25,7 @@ def verify(secret: Secret, job_id: str, signature: str | None) -> bool:
     """Constant-time check of a callback signature."""
     if not signature:
         return False
-    return hmac.compare_digest(sign(secret, job_id), signature)
+    return hmac.compare_digest(sign(secret, job_id).encode(), signature.encode())
 
 
 def verify_provider_signature(key: Secret, payload: object, timestamp: str | None,
@@ -43,7 +43,7 @@ def verify_provider_signature(key: Secret, payload: object, timestamp: str | Non
     if not isinstance(task_id, str) or age > max_age_s:
         return False
     mac = hmac.new(key.reveal().encode(), f"{task_id}.{timestamp}".encode(), hashlib.sha256)
-    return hmac.compare_digest(base64.b64encode(mac.digest()).decode(), signature.strip())
+    return hmac.compare_digest(base64.b64encode(mac.digest()), signature.strip().encode())
 
 
 def callback_url(settings: Settings, secret: Secret, job_id: str) -> str:
