@@ -8,16 +8,14 @@ from kombu import Queue
 
 from .settings import Settings
 
-#: broker visibility timeout, in seconds: longer than any hold (a submit delivery holds at most
-#: ~2.5 min and we send no countdowns: long waits park in Redis), so kombu never redelivers a
-#: live message
-VISIBILITY_TIMEOUT_S = 3600
-
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery settings mapping, one comment per key."""
+    # the visibility timeout is longer than any hold (a submit delivery holds at most a quarter
+    # of it inline, see workers/submission.py, and no countdowns are sent: long waits park in
+    # Redis), so kombu redelivers only messages whose worker was lost
     transport = {
-        "visibility_timeout": VISIBILITY_TIMEOUT_S,
+        "visibility_timeout": int(settings.visibility_timeout_s),
         "global_keyprefix": f"{settings.key_prefix}:celery:",
     }
     return {

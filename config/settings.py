@@ -43,6 +43,7 @@ BACKBEAT_OUTBOX_GRACE     seconds before an unsent message is re-sent 30
 BACKBEAT_WEBHOOK_ALLOW_PRIVATE  allow loopback/private notify_url      false
 BACKBEAT_WEBHOOK_MAX_ATTEMPTS   deliveries tried per notification      8
 BACKBEAT_PROVIDER_WEBHOOK_KEY   kie ``webhookHmacKey``: verify callbacks (empty)
+BACKBEAT_VISIBILITY_TIMEOUT     broker redelivery after a lost worker, s 3600
 ========================  ==========================================  ===========================
 """
 
@@ -153,6 +154,7 @@ class Settings:
     webhook_allow_private: bool = False
     webhook_max_attempts: int = 8
     provider_webhook_key: Secret = field(default_factory=lambda: Secret(""))
+    visibility_timeout_s: float = 3600.0
 
     def deadline_s(self, job_type: str) -> float:
         """Seconds a job of ``job_type`` may take before it expires."""
@@ -218,11 +220,14 @@ class Settings:
             webhook_max_attempts=_int(get("WEBHOOK_MAX_ATTEMPTS", "8"), "WEBHOOK_MAX_ATTEMPTS",
                                       minimum=1),
             provider_webhook_key=Secret(get("PROVIDER_WEBHOOK_KEY")),
+            visibility_timeout_s=_float(get("VISIBILITY_TIMEOUT", "3600"), "VISIBILITY_TIMEOUT"),
         )
         if settings.env not in ("dev", "prod"):
             raise ValueError("BACKBEAT_ENV must be 'dev' or 'prod'")
         if settings.uncertain_policy not in ("resubmit", "fail"):
             raise ValueError("BACKBEAT_UNCERTAIN_POLICY must be 'resubmit' or 'fail'")
+        if settings.visibility_timeout_s < 20:
+            raise ValueError("BACKBEAT_VISIBILITY_TIMEOUT must be at least 20 seconds")
         if not 0 < settings.throttle_beta < 1:
             raise ValueError("BACKBEAT_THROTTLE_BETA must be between 0 and 1")
         if settings.is_prod and not settings.secret:

@@ -28,6 +28,7 @@ class Report:
     expired: int = 0
     resent: int = 0
     trimmed: int = 0
+    stale: int = 0
 
 
 def run(rt: Runtime) -> Report:
@@ -35,6 +36,7 @@ def run(rt: Runtime) -> Report:
     report.expired = expire_overdue(rt)
     report.resent = resend_unsent(rt)
     report.trimmed = trim_indexes(rt)
+    report.stale = flag_stale_submissions(rt)
     return report
 
 
@@ -69,6 +71,23 @@ def resend_unsent(rt: Runtime) -> int:
     if resent:
         log.warning("re-sent %d messages a producer never sent", resent)
     return resent
+
+
+def flag_stale_submissions(rt: Runtime) -> int:
+    """Jobs in ``submitting`` for longer than any live delivery can hold them (a visibility
+    timeout and a minute) whose message never came back: treat them as uncertain."""
+    cutoff = rt.store.now_ms() - int((rt.settings.visibility_timeout_s + 60) * 1000)
+    stale = rt.redis.zrangebyscore(rt.keys.state("submitting"), "-inf", cutoff, start=0,
+                                   num=BATCH)
+    flagged = 0
+    for job_id in stale:
+        if rt.redis.zscore(rt.keys.uncertain, job_id) is None:
+            flagged += rt.store.annotate(job_id, {"uncertain": "1"},
+                                         require_state=JobState.SUBMITTING,
+                                         uncertain_delay_ms=0)
+    if flagged:
+        log.warning("flagged %d stale submissions as uncertain", flagged)
+    return flagged
 
 
 def trim_indexes(rt: Runtime) -> int:

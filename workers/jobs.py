@@ -71,5 +71,5 @@ def retry(rt: Runtime, job_id: str) -> Job:
     )
     if not result.applied:
         raise InvalidTransition(job_id, (result.before or job.state).value, "queued (retry)")
-    send_submit(rt.settings, job_id)
+    rt.store.park(job_id)  # the pump sends it: leased until a worker claims it (crash-safe)
     return get(rt, job_id)

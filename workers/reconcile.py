@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 from ..config.providers import Outcome
 from . import upstream
-from .dispatch import send_submit
 from .limiter import Grant
 from .runtime import Runtime
 from .states import IN_FLIGHT, JobState
@@ -115,8 +114,8 @@ def settle_uncertain(rt: Runtime, report: CycleReport, limit: int) -> list[str]:
             if moved.applied:
                 requeued.append(job_id)
         report.uncertain_settled += 1
-    for job_id in requeued:
-        send_submit(rt.settings, job_id)
+    for job_id in requeued:  # parked, so the pump sends it (crash-safe: leased until claimed)
+        rt.store.park(job_id)
     if ids:
         log.info("settled %d uncertain submissions (%d requeued)", len(ids), len(requeued))
     return requeued

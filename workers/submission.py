@@ -24,8 +24,10 @@ from .states import JobState
 log = logging.getLogger(__name__)
 
 #: longest a worker sleeps inline for a submit token before parking the job, in seconds
+#: (and never more than a tenth of the broker's visibility timeout)
 MAX_INLINE_WAIT_S = 30.0
-#: longest one delivery may hold a job across throttle answers, in seconds
+#: longest one delivery may hold a job across throttle answers, in seconds (and never more
+#: than a quarter of the visibility timeout)
 MAX_HOLD_S = 120.0
 #: backoff for transient errors: full jitter over base * 2**n, capped (seconds)
 BACKOFF_BASE_S = 1.0
@@ -50,8 +52,10 @@ def submit_job(rt: Runtime, job_id: str) -> Step:
         return Step(f"already {job.state.value}")
 
     limiter, started = rt.submit_limiter, time.monotonic()
+    vt = rt.settings.visibility_timeout_s
+    max_wait, max_hold = min(MAX_INLINE_WAIT_S, vt / 10), min(MAX_HOLD_S, vt / 4)
     while True:
-        grant = limiter.acquire(max_wait_s=MAX_INLINE_WAIT_S)
+        grant = limiter.acquire(max_wait_s=max_wait)
         if not grant.granted:
             rt.store.park(job_id, 0 if grant.kind in GATED else int(grant.wait_s * 1000))
             return Step(f"parked ({grant.kind})")
@@ -70,7 +74,7 @@ def submit_job(rt: Runtime, job_id: str) -> Step:
         step = record_answer(rt, job_id, attempt_id, answer)
         if step is not None:
             return step
-        if time.monotonic() - started > MAX_HOLD_S:
+        if time.monotonic() - started > max_hold:
             rt.store.park(job_id)
             return Step("throttled repeatedly: parked")
 
