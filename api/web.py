@@ -13,6 +13,8 @@ from flask import Flask, jsonify, request
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint, abort
 from marshmallow import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
 from ..config.settings import Settings, get_settings
@@ -282,6 +284,15 @@ def _json_errors(app: Flask) -> None:
             if "errors" in data:
                 payload["errors"] = data["errors"]
         return jsonify(payload), err.code
+
+    @app.errorhandler(RedisConnectionError)
+    @app.errorhandler(RedisTimeoutError)
+    def storage_unavailable(err: Exception) -> Any:
+        log.warning("Redis unreachable on %s %s: %s", request.method, request.path,
+                    type(err).__name__)
+        return jsonify({"code": 503, "status": "Service Unavailable",
+                        "message": "job store unreachable; retry (idempotency keys make it "
+                                   "safe)"}), 503, {"Retry-After": "1"}
 
     @app.errorhandler(Exception)
     def unexpected(err: Exception) -> Any:
