@@ -18,7 +18,15 @@ from typing import Any
 import pytest
 import requests
 
-from backbeat.api.processes import Proc, beat_argv, free_port, start_redis, worker_argv
+from backbeat.api.processes import (
+    Proc,
+    beat_argv,
+    free_port,
+    start_redis,
+    wait_http,
+    web_argv,
+    worker_argv,
+)
 
 #: generous bound for every wait in integration tests (the machine is shared and noisy)
 WAIT_S = 90.0
@@ -209,13 +217,21 @@ class Fleet:
         self.client = Client(self.settings)
         self.prefix, self.run_dir, self.procs = prefix, run_dir / prefix, []
 
-    def start(self, workers: int, concurrency: int = 2, beat: bool = True) -> Fleet:
+    def start(self, workers: int, concurrency: int = 2, beat: bool = True,
+              web: bool = False) -> Fleet:
+        if web:  # its own callback receiver, so provider callbacks reach this fleet's jobs
+            port = free_port()
+            self.env["BACKBEAT_CALLBACK_BASE_URL"] = f"http://127.0.0.1:{port}"
+            self.procs.append(Proc.start("web", web_argv(port, workers=1), self.env,
+                                         self.run_dir))
+            wait_http(f"http://127.0.0.1:{port}/healthz", WAIT_S)
         for n in range(workers):
             proc = Proc.start(f"worker{n}", worker_argv(f"{self.prefix}{n}", concurrency),
                               self.env, self.run_dir)
             self.procs.append(proc)
         for proc in self.procs:
-            proc.wait_for_log("ready.", WAIT_S)
+            if proc.name.startswith("worker"):
+                proc.wait_for_log("ready.", WAIT_S)
         if beat:
             self.beat = Proc.start("beat", beat_argv(self.run_dir / "beat-schedule"), self.env,
                                    self.run_dir)
@@ -240,12 +256,12 @@ def fleet(redis, sim, run_dir: Path) -> Iterator[Callable[..., Fleet]]:
     started: list[Fleet] = []
 
     def make(prefix: str, workers: int = 2, concurrency: int = 2, beat: bool = True,
-             **overrides: str) -> Fleet:
+             web: bool = False, **overrides: str) -> Fleet:
         for key in redis.scan_iter(f"{prefix}:*", count=1000):
             redis.delete(key)
         f = Fleet(run_dir, prefix, overrides)
         started.append(f)
-        return f.start(workers, concurrency, beat)
+        return f.start(workers, concurrency, beat, web)
 
     yield make
     for f in started:
