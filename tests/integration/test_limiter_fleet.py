@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from backbeat.api.processes import venv_bin
+from backbeat.api.processes import free_port, start_redis, venv_bin
 
 pytestmark = pytest.mark.integration
 
@@ -120,10 +120,24 @@ def test_pause_on_credits_keeps_every_job_and_resume_lifts_it(fleet, sim, redis)
     assert sim.stats()["accepted"] == 15 and sim.stats()["duplicates_by_title"] == 0
 
 
-def test_a_paused_backlog_costs_redis_almost_nothing(fleet, sim, redis):
+def test_a_paused_backlog_costs_redis_almost_nothing(fleet, sim, run_dir):
     """Given a paused account, expect the whole fleet (2 workers, beat) to cost Redis the same
-    few commands per second with 5,000 parked jobs as with none: nothing scales with backlog."""
-    f = fleet("fq", workers=2, concurrency=2, BACKBEAT_POLL_INTERVAL="1")
+    few commands per second with 5,000 parked jobs as with none: nothing scales with backlog.
+    The fleet gets a Redis of its own, so the count is its own."""
+    port = free_port()
+    server = start_redis(run_dir, port)
+    try:
+        _measure_paused_fleet(fleet, port)
+    finally:
+        server.stop()
+
+
+def _measure_paused_fleet(fleet, port):
+    from redis import Redis
+
+    redis = Redis(port=port, decode_responses=True)
+    f = fleet("fq", workers=2, concurrency=2, BACKBEAT_POLL_INTERVAL="1",
+              BACKBEAT_REDIS_URL=f"redis://127.0.0.1:{port}/0")
     f.client.rt.submit_limiter.pause("test")
     time.sleep(2)  # let the fleet settle into its idle loop
     idle = _commands_per_second(redis, 8)
