@@ -1,0 +1,117 @@
+"""HTTP routes for jobs: create, list, read, cancel, retry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+from marshmallow import ValidationError
+
+from ..workers import jobs
+from ..workers.errors import IdempotencyConflict, InvalidTransition, JobNotFound
+from ..workers.runtime import Runtime
+from ..workers.schemas import JobRequest
+from ..workers.states import JobState
+from .auth import require_token
+from .schemas import ErrorOut, JobOut, JobPage, ListArgs
+
+IDEMPOTENCY_HEADER = {"in": "header", "name": "Idempotency-Key", "required": False,
+                      "schema": {"type": "string", "maxLength": 200,
+                                 "pattern": "^[A-Za-z0-9._:\\-]+$"}}
+
+
+def jobs_blueprint(rt: Runtime) -> Blueprint:
+    blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Generation jobs")
+    blp.before_request(lambda: require_token(rt))
+    request_schema = JobRequest(models=rt.settings.models,
+                                default_model=rt.settings.default_model)
+
+    @blp.route("")
+    class Jobs(MethodView):
+        @blp.doc(security=[{"bearer": []}], parameters=[IDEMPOTENCY_HEADER],
+                 requestBody={"required": True,
+                              "content": {"application/json": {"schema": request_schema}}})
+        @blp.response(202, JobOut)
+        @blp.alt_response(409, schema=ErrorOut, description="idempotency key reused")
+        @blp.alt_response(422, schema=ErrorOut, description="invalid request (field messages)")
+        def post(self) -> Any:
+            """Create a job (``Idempotency-Key`` header or ``idempotency_key`` field)."""
+            body = request.get_json(silent=True)
+            if not isinstance(body, dict):
+                abort(422, errors={"json": {"_schema": ["Body must be a JSON object."]}})
+            header_key = request.headers.get("Idempotency-Key")
+            if header_key is not None:
+                if body.get("idempotency_key") not in (None, header_key):
+                    abort(422, errors={"json": {"idempotency_key": [
+                        "Differs from the Idempotency-Key header."]}})
+                body = {**body, "idempotency_key": header_key}
+            try:
+                job, created = jobs.enqueue(rt, body)
+            except ValidationError as err:
+                abort(422, errors={"json": err.messages})
+            except IdempotencyConflict as err:
+                abort(409, message=str(err))
+            return job.to_public(), 202, {"Idempotent-Replayed": "false" if created else "true"}
+
+        @blp.doc(security=[{"bearer": []}])
+        @blp.arguments(ListArgs, location="query")
+        @blp.response(200, JobPage)
+        def get(self, args: dict) -> Any:
+            """List jobs, newest first; ``state=failed`` is the dead-letter view."""
+            state = JobState(args["state"]) if args.get("state") else None
+            try:
+                found, cursor = rt.store.list(state, args.get("type"), args["limit"],
+                                              args.get("cursor"))
+            except ValueError:
+                abort(422, errors={"query": {"cursor": ["Not a cursor from this API."]}})
+            items = [_public(job, args["history"]) for job in found]
+            return {"items": items, "next_cursor": cursor}
+
+    @blp.route("/<job_id>")
+    class JobById(MethodView):
+        @blp.doc(security=[{"bearer": []}])
+        @blp.response(200, JobOut)
+        @blp.alt_response(404, schema=ErrorOut, description="no such job")
+        def get(self, job_id: str) -> Any:
+            """Read one job's current state and its history."""
+            try:
+                return _public(jobs.get(rt, job_id), history=True)
+            except JobNotFound as err:
+                abort(404, message=str(err))
+
+        @blp.doc(security=[{"bearer": []}])
+        @blp.response(200, JobOut)
+        @blp.alt_response(404, schema=ErrorOut, description="no such job")
+        @blp.alt_response(409, schema=ErrorOut, description="already submitted: cannot cancel")
+        def delete(self, job_id: str) -> Any:
+            """Cancel a job that has not been submitted yet."""
+            try:
+                return jobs.cancel(rt, job_id).to_public()
+            except JobNotFound as err:
+                abort(404, message=str(err))
+            except InvalidTransition as err:
+                abort(409, message=str(err))
+
+    @blp.route("/<job_id>/retry", methods=["POST"])
+    @blp.doc(security=[{"bearer": []}])
+    @blp.response(202, JobOut)
+    @blp.alt_response(404, schema=ErrorOut, description="no such job")
+    @blp.alt_response(409, schema=ErrorOut, description="not failed or expired")
+    def retry(job_id: str) -> Any:
+        """Requeue a failed or expired job (dead letter) with a fresh retry budget."""
+        try:
+            return jobs.retry(rt, job_id).to_public()
+        except JobNotFound as err:
+            abort(404, message=str(err))
+        except InvalidTransition as err:
+            abort(409, message=str(err))
+
+    def _public(job: Any, history: bool) -> dict:
+        out = job.to_public()
+        if history:
+            out["history"] = rt.store.history(job.id)
+        return out
+
+    return blp

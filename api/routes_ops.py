@@ -1,0 +1,110 @@
+"""HTTP routes for provider callbacks and operations: health, limiter, metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+from flask_smorest import Blueprint, abort
+from marshmallow import ValidationError
+
+from ..workers.callbacks import apply_callback
+from ..workers.runtime import Runtime
+from ..workers.signing import verify, verify_provider_signature
+from ..workers.status import limiter_status
+from .auth import require_token
+from .schemas import CallbackAck, Health, LimiterOut, PauseIn
+
+
+def callbacks_blueprint(rt: Runtime) -> Blueprint:
+    blp = Blueprint("callbacks", __name__, url_prefix="/v1/callbacks",
+                    description="Provider stage callbacks (signed URLs)")
+
+    @blp.route("/<job_id>", methods=["POST"])
+    @blp.doc(parameters=[{"in": "query", "name": "sig", "required": True,
+                          "schema": {"type": "string"}}],
+             requestBody={"required": True, "content": {
+                 "application/json": {"schema": {"type": "object"}}}})
+    @blp.response(200, CallbackAck)
+    @blp.alt_response(403, description="bad signature")
+    def callback(job_id: str) -> Any:
+        """Receive one provider callback for a job; answered at once."""
+        if not verify(rt.secret, job_id, request.args.get("sig")):
+            abort(403, message="bad callback signature")
+        payload = request.get_json(silent=True)
+        key = rt.settings.provider_webhook_key
+        if key and not verify_provider_signature(
+                key, payload, request.headers.get("X-Webhook-Timestamp"),
+                request.headers.get("X-Webhook-Signature")):
+            abort(401, message="bad or missing X-Webhook-Signature")
+        try:
+            result = apply_callback(rt, job_id, payload)
+        except ValidationError as err:
+            abort(422, errors={"json": err.messages})
+        except LookupError:
+            abort(404, message=f"no job {job_id}")
+        return {"code": 200, "msg": "applied" if result.applied else "no change",
+                "state": result.state}
+
+    return blp
+
+
+def ops_blueprint(rt: Runtime) -> Blueprint:
+    blp = Blueprint("ops", __name__, description="Health and limiter status")
+
+    @blp.route("/healthz")
+    @blp.response(200, Health)
+    @blp.alt_response(503, description="Redis unreachable")
+    def healthz() -> Any:
+        """Liveness: the process answers and Redis answers."""
+        try:
+            ok = bool(rt.redis.ping())
+        except Exception:  # noqa: BLE001 - any Redis failure means unhealthy
+            ok = False
+        return ({"status": "ok", "redis": True}, 200) if ok else (
+            {"status": "degraded", "redis": False}, 503)
+
+    @blp.route("/v1/limiter")
+    @blp.doc(security=[{"bearer": []}])
+    @blp.response(200, LimiterOut)
+    def limiter() -> Any:
+        """Limiter and backlog figures for the configured provider account."""
+        require_token(rt)
+        return limiter_status(rt)
+
+    @blp.route("/v1/limiter/pause", methods=["POST"])
+    @blp.doc(security=[{"bearer": []}])
+    @blp.arguments(PauseIn, required=False)
+    @blp.response(200, LimiterOut)
+    def limiter_pause(args: dict) -> Any:
+        """Pause submissions fleet-wide (jobs stay queued) until resumed."""
+        require_token(rt)
+        rt.submit_limiter.pause(args.get("reason", "manual"))
+        return limiter_status(rt)
+
+    @blp.route("/v1/limiter/resume", methods=["POST"])
+    @blp.doc(security=[{"bearer": []}])
+    @blp.response(200, LimiterOut)
+    def limiter_resume() -> Any:
+        """Lift a pause (manual, credits or unauthorized) at once."""
+        require_token(rt)
+        rt.submit_limiter.resume()
+        return limiter_status(rt)
+
+    @blp.route("/metrics")
+    @blp.doc(responses={"200": {"description": "Prometheus text format"}})
+    def metrics() -> Any:
+        """Prometheus metrics: backlog sizes and duplicate upstream tasks."""
+        k, r = rt.keys, rt.redis
+        dups = int(r.get(f"{k.prefix}:metrics:duplicate_upstream_tasks") or 0)
+        lines = [
+            "# TYPE backbeat_jobs_queued gauge", f"backbeat_jobs_queued {r.zcard(k.queued)}",
+            "# TYPE backbeat_jobs_in_flight gauge", f"backbeat_jobs_in_flight {r.zcard(k.poll)}",
+            "# TYPE backbeat_jobs_uncertain gauge",
+            f"backbeat_jobs_uncertain {r.zcard(k.uncertain)}",
+            "# TYPE backbeat_duplicate_upstream_tasks_total counter",
+            f"backbeat_duplicate_upstream_tasks_total {dups}",
+        ]
+        return "\n".join(lines) + "\n", 200, {"Content-Type": "text/plain; version=0.0.4"}
+
+    return blp
