@@ -1,0 +1,157 @@
+"""Benchmark 1: acquire throughput from one process, one thread, against the same Redis.
+
+backbeat ``Limiter.try_acquire()`` vs ``limits`` (MovingWindowRateLimiter + RedisStorage,
+``hit``) vs ``pyrate-limiter`` 4.x (``Limiter(RedisBucket)``, ``try_acquire(blocking=False)``).
+Rounds are interleaved (A B C A B C ...); the median ops/s of each is reported, with ratios.
+
+Two cases: *granted* (a limit of 10^9 per 60 s, keys emptied before each round, so every call
+is a grant) and *refused* (5 per 60 s, filled first, so every call is a refusal: what waiting
+workers mostly do). Differences worth knowing: ``limits`` stamps entries with the client's
+clock, pyrate-limiter too (``time_ns``) and runs a leak thread; backbeat reads the Redis server
+clock (``TIME``) inside its script and also checks the account's gates (pause, breaker,
+cool-down) in the same round trip.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from common import Log, Section, Stack, table
+from redis import Redis
+
+from backbeat.config.settings import RateSpec
+from backbeat.workers.keys import Keys
+from backbeat.workers.limiter import Limiter, Policy
+
+GOAL = "backbeat granted acquire >= 1.0x `limits` ops/s (median of per-round ratios)"
+#: most operations in one round, whatever its duration
+MAX_OPS_PER_ROUND = 2_000_000
+BIG, SMALL, WINDOW_S = 10**9, 5, 60
+
+
+def _contenders(stack: Stack, limit: int) -> dict[str, tuple[Callable[[], Any], list[str]]]:
+    """name -> (one acquire, the Redis keys it uses)."""
+    from limits import RateLimitItemPerMinute
+    from limits.storage import RedisStorage
+    from limits.strategies import MovingWindowRateLimiter
+    from pyrate_limiter import Duration, Rate, RedisBucket
+    from pyrate_limiter import Limiter as PyrateLimiter
+
+    redis = Redis(port=stack.redis_port, decode_responses=True)
+    ours = Limiter(redis, Keys("tp"), f"acct{limit}", "submit", RateSpec(limit, WINDOW_S * 1000),
+                   Policy(), burst=limit)
+    storage = RedisStorage(f"redis://127.0.0.1:{stack.redis_port}")
+    moving = MovingWindowRateLimiter(storage)
+    item = RateLimitItemPerMinute(limit)
+    pyrate_key = f"tp:pyrate:{limit}"
+    bucket = RedisBucket.init([Rate(limit, Duration.MINUTE)], redis, pyrate_key)
+    pyrate = PyrateLimiter(bucket)
+    return {
+        "backbeat": (lambda: ours.try_acquire().granted, [ours.log_key, ours.state_key]),
+        "limits": (lambda: moving.hit(item, "bench", str(limit)),
+                   [f"LIMITS:LIMITER/bench/{limit}/{limit}/1/minute"]),
+        "pyrate-limiter": (lambda: pyrate.try_acquire("bench", blocking=False), [pyrate_key]),
+        "_close": (pyrate.close, []),
+    }
+
+
+def _script_usec(stack: Stack) -> tuple[int, int]:
+    """(calls, usec) of EVALSHA so far: the server time of every contender's script."""
+    stat = stack.redis.info("commandstats").get("cmdstat_evalsha", {})
+    return int(stat.get("calls", 0)), int(stat.get("usec", 0))
+
+
+def _round(op: Callable[[], Any], seconds: float) -> tuple[float, int, int]:
+    """(ops/s, ops, granted) for ``seconds`` or MAX_OPS_PER_ROUND operations."""
+    granted = n = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while n < MAX_OPS_PER_ROUND:
+        for _ in range(64):
+            granted += bool(op())
+        n += 64
+        if time.perf_counter() >= deadline:
+            break
+    return n / (time.perf_counter() - start), n, granted
+
+
+def _case(stack: Stack, limit: int, rounds: int, seconds: float, log: Log) -> dict[str, Any]:
+    c = _contenders(stack, limit)
+    close = c.pop("_close")[0]
+    try:
+        for _name, (op, keys) in c.items():  # warm-up: scripts loaded, connections open
+            for _ in range(200):
+                op()
+            if limit == BIG:
+                stack.redis.delete(*keys)
+        per: dict[str, list[float]] = {name: [] for name in c}
+        granted: dict[str, int] = {name: 0 for name in c}
+        ops: dict[str, int] = {name: 0 for name in c}
+        usec: dict[str, list[float]] = {name: [] for name in c}
+        for r in range(rounds):
+            for name, (op, keys) in c.items():
+                if limit == BIG:
+                    stack.redis.delete(*keys)
+                calls0, usec0 = _script_usec(stack)
+                rate, n, g = _round(op, seconds)
+                calls1, usec1 = _script_usec(stack)
+                per[name].append(rate)
+                usec[name].append((usec1 - usec0) / max(1, calls1 - calls0))
+                granted[name] += g
+                ops[name] += n
+                log(f"  round {r + 1} {name:15s} {rate:9.0f} ops/s  ({n} ops, {g} granted; "
+                    f"script {usec[name][-1]:.1f} us/call in Redis)")
+        return {"per": per, "granted": granted, "ops": ops, "usec": usec}
+    finally:
+        close()
+
+
+def _paired(per: dict[str, list[float]], other: str) -> float:
+    """Median over rounds of backbeat / ``other`` measured back to back in the same round."""
+    return statistics.median(b / o for b, o in zip(per["backbeat"], per[other], strict=True))
+
+
+def run(stack: Stack, quick: bool, log: Log) -> Section:
+    rounds, seconds = (3, 0.5) if quick else (9, 1.0)
+    log(f"acquire throughput: {rounds} interleaved rounds x {seconds} s per contender")
+    log(f"granted case: limit {BIG} per {WINDOW_S} s")
+    granted = _case(stack, BIG, rounds, seconds, log)
+    log(f"refused case: limit {SMALL} per {WINDOW_S} s, filled first")
+    refused = _case(stack, SMALL, rounds, seconds, log)
+    rows, summary, ratios = [], [], {}
+    for case, res in (("granted", granted), ("refused", refused)):
+        med = {name: statistics.median(v) for name, v in res["per"].items()}
+        for name, v in res["per"].items():
+            rows.append([case, name, f"{med[name]:,.0f}", f"{min(v):,.0f} - {max(v):,.0f}",
+                         f"{med[name] / med['limits']:.2f}x",
+                         f"{med[name] / med['pyrate-limiter']:.2f}x",
+                         f"{statistics.median(res['usec'][name]):.1f}",
+                         f"{res['granted'][name]:,} / {res['ops'][name]:,}"])
+        ratios[case] = (_paired(res["per"], "limits"), _paired(res["per"], "pyrate-limiter"))
+        summary.append(f"{case}: backbeat/limits = {ratios[case][0]:.2f}x, "
+                       f"backbeat/pyrate-limiter = {ratios[case][1]:.2f}x (median of the "
+                       f"per-round ratios; ratio of the medians "
+                       f"{med['backbeat'] / med['limits']:.2f}x and "
+                       f"{med['backbeat'] / med['pyrate-limiter']:.2f}x)")
+    for line in summary:
+        log(line)
+    met = ratios["granted"][0] >= 1.0
+    body = "\n".join([
+        table(["case", "limiter", "median ops/s", "min - max", "medians vs limits",
+               "medians vs pyrate",
+               "script us/call in Redis", "granted / calls"], rows),
+        "",
+        *[f"- {line}" for line in summary],
+        f"- goal ({GOAL}): **{'met' if met else 'MISSED'}**",
+        "- one process, one thread, one connection each, same redis-server; rounds interleaved "
+        "(backbeat, limits, pyrate-limiter, repeated); keys emptied before each granted round.",
+        "- script us/call in Redis: `INFO commandstats` EVALSHA usec / calls over each round "
+        "(median of the rounds): the server's CPU per acquire, much less noisy than ops/s.",
+        "- backbeat reads the Redis clock (`TIME`) inside its script and checks the pause / "
+        "breaker / cool-down gates in the same call; `limits` and pyrate-limiter send the "
+        "client's clock; pyrate-limiter also runs a leak thread.",
+    ])
+    return Section("throughput", "Acquire throughput (one process)", GOAL, body, met=met)
