@@ -6,11 +6,16 @@ STAMP  := $(VENV)/.deps-stamp
 
 .PHONY: setup demo test test-all bench chaos lint clean
 
-# venv + dependencies + redis-server (installed with apt-get when missing); non-editable install
-# so a file missing from the package (a .lua script) fails here, not in production
+# venv + dependencies + redis-server (installed with apt-get when missing). In CI (CI=true) the
+# package is installed non-editable, so a file missing from the package (a .lua script) fails
+# there, not in production; on a developer's machine it stays editable.
 setup: $(STAMP)
+ifdef CI
 	$(BIN)/pip install -q --no-deps --force-reinstall . >/dev/null
-	@$(BIN)/python -c "import backbeat.workers.scripts as s; s.source('transition')"
+else
+	$(BIN)/pip install -q --no-deps -e . >/dev/null
+endif
+	@$(BIN)/python -c "import backbeat.workers.scripts as s; [s.source(n) for n in ('acquire', 'report', 'transition', 'create_job', 'annotate', 'claim_due')]"
 
 $(STAMP): pyproject.toml
 	bash deploy/ensure-redis.sh

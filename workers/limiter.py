@@ -25,11 +25,13 @@ arrival cannot put N+1 calls into one of the provider's windows.
 
 from __future__ import annotations
 
+import itertools
 import random
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis import Redis
 
@@ -54,8 +56,7 @@ _SIGNALS = {
 }
 
 
-@dataclass(frozen=True)
-class Grant:
+class Grant(NamedTuple):
     """The limiter's answer: granted (as ``kind``) now, or refused (``kind``) for ``wait_s``."""
 
     granted: bool
@@ -116,16 +117,24 @@ class Limiter:
         self.state_key = keys.limiter_state(account)
         self._acquire = scripts.register(redis, "acquire")
         self._report = scripts.register(redis, "report")
+        # encoded once: the acquire path is hot (workers ask again and again while waiting)
+        self._keys = [self.log_key.encode(), self.state_key.encode()]
+        self._static_args = [str(x).encode() for x in (
+            purpose, rate.limit, self.window_ms, self.burst, "1" if respect_pause else "0",
+            self.policy.probe_lease_ms, self.policy.send_bound_ms)]
+        #: grant ids: unique across processes (random prefix) and within one (a counter)
+        self._id_prefix = f"{secrets.token_hex(6)}-"
+        self._ids = itertools.count()
 
     def try_acquire(self) -> Grant:
         """One round trip: a token now, or the reason and the wait until one may be free."""
-        granted, wait_ms, now_ms, kind, grant_id = self._acquire(
-            keys=[self.log_key, self.state_key],
-            args=[self.purpose, self.rate.limit, self.window_ms, self.burst,
-                  "1" if self.respect_pause else "0", self.policy.probe_lease_ms,
-                  self.policy.send_bound_ms],
-        )
-        return Grant(granted == 1, int(wait_ms) / 1000, int(now_ms), kind, grant_id)
+        grant_id = f"{self._id_prefix}{next(self._ids)}".encode()
+        reply = self._acquire(keys=self._keys, args=[*self._static_args, grant_id])
+        granted, wait_ms, now_ms, kind = (reply.decode() if isinstance(reply, bytes)
+                                          else reply).split("|")
+        if granted == "1":
+            return Grant(True, 0.0, int(now_ms), kind, grant_id.decode())
+        return Grant(False, int(float(wait_ms)) / 1000, int(now_ms), kind)
 
     def acquire(self, max_wait_s: float, sleep: Callable[[float], None] = time.sleep) -> Grant:
         """Sleep until granted; return the refusal at once when the account is paused or
