@@ -38,7 +38,7 @@ bench: setup
 
 # long chaos run: 2,000 jobs, 12 worker kills, 2 Redis SIGKILL restarts, provider faults
 chaos: setup
-	$(BIN)/python tests/chaos/chaos.py --jobs 2000 --kills 12 --redis-restarts 2 --timeout 1500 --json .run/chaos-report.json
+	$(BIN)/python tests/bench/run.py --only reliability
 
 lint: setup
 	$(BIN)/ruff check config workers tasks api simulator tests

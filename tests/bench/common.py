@@ -142,7 +142,7 @@ class Stack:
         """Empty ledger, default knobs, then ``knobs`` (callbacks off, fast timeline)."""
         requests.post(f"{self.sim.url}/__reset", json={"faults": True},
                       timeout=10).raise_for_status()
-        self.sim.set_knobs(callbacks_enabled=False, **FAST_TIMELINE, **knobs)
+        self.sim.set_knobs(**{"callbacks_enabled": False, **FAST_TIMELINE, **knobs})
 
     def calls(self) -> list[dict[str, Any]]:
         return requests.get(f"{self.sim.url}/__calls", timeout=30).json()

@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_adaptive  # noqa: E402
 import bench_paused  # noqa: E402
+import bench_reconcile  # noqa: E402
+import bench_reliability  # noqa: E402
 import bench_throughput  # noqa: E402
 import bench_utilisation  # noqa: E402
 import report  # noqa: E402
@@ -36,7 +38,11 @@ BENCHMARKS = {
     "utilisation": bench_utilisation,
     "adaptive": bench_adaptive,
     "paused": bench_paused,
+    "reconcile": bench_reconcile,
+    "reliability": bench_reliability,
 }
+#: run only when named (``make chaos``): the long chaos run takes several minutes on its own
+ON_REQUEST = {"reliability"}
 
 
 def _terminate(signum: int, _frame: object) -> None:
@@ -51,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-doc", action="store_true", help="print only")
     parser.add_argument("--write-doc", action="store_true", help="write the doc after --quick")
     args = parser.parse_args(argv)
-    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or [
+        n for n in BENCHMARKS if n not in ON_REQUEST]
     unknown = sorted(set(names) - set(BENCHMARKS))
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; known: {list(BENCHMARKS)}")
