@@ -12,6 +12,7 @@ from ..workers.callbacks import apply_callback
 from ..workers.runtime import Runtime
 from ..workers.signing import verify, verify_provider_signature
 from ..workers.status import limiter_status
+from ..workers.store import DUPLICATES
 from .auth import require_token
 from .schemas import CallbackAck, Health, LimiterOut, PauseIn
 
@@ -96,7 +97,7 @@ def ops_blueprint(rt: Runtime) -> Blueprint:
     def metrics() -> Any:
         """Prometheus metrics: backlog sizes and duplicate upstream tasks."""
         k, r = rt.keys, rt.redis
-        dups = int(r.get(f"{k.prefix}:metrics:duplicate_upstream_tasks") or 0)
+        dups = int(r.get(k.metric(DUPLICATES)) or 0)
         lines = [
             "# TYPE backbeat_jobs_queued gauge", f"backbeat_jobs_queued {r.zcard(k.queued)}",
             "# TYPE backbeat_jobs_in_flight gauge", f"backbeat_jobs_in_flight {r.zcard(k.poll)}",

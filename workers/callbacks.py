@@ -80,7 +80,8 @@ def apply_callback(rt: Runtime, job_id: str, payload: Any) -> CallbackResult:
                                  poll_delay_ms=int(rt.settings.poll_min_delay_s * 1000))
         adopted = moved.applied
     elif task_id and job.upstream_task_id and task_id != job.upstream_task_id:
-        _record_duplicate(rt, job_id, task_id)
+        if store.add_duplicate(job_id, task_id):
+            log.warning("job %s: second upstream task %s recorded as duplicate", job_id, task_id)
         return CallbackResult(False, job.state.value)
     store.annotate(job_id, {"callbacks": "1", "+callbacks_received": 1})
     age_ms = store.now_ms() - job.int("created_at")
@@ -88,20 +89,6 @@ def apply_callback(rt: Runtime, job_id: str, payload: Any) -> CallbackResult:
                               poll_delay_ms=next_poll_delay_ms(rt, age_ms, callbacks_seen=True))
     now = store.get(job_id)
     return CallbackResult(result.applied, now.state.value if now else "", adopted)
-
-
-def _record_duplicate(rt: Runtime, job_id: str, task_id: str) -> None:
-    """A second upstream task for one job: keep the first, record and count the newcomer."""
-    job = rt.store.get(job_id)
-    known = set((job.get("dup_task_ids") if job else "").split(","))
-    if task_id in known:
-        return
-    dups = ",".join(t for t in [*sorted(known - {""}), task_id])
-    key = rt.keys.job(job_id)
-    rt.redis.hset(key, mapping={"dup_task_ids": dups})
-    rt.redis.hincrby(key, "dup_count", 1)
-    rt.redis.incr(f"{rt.keys.prefix}:metrics:duplicate_upstream_tasks")
-    log.warning("job %s: second upstream task %s recorded as duplicate", job_id, task_id)
 
 
 __all__ = ["CallbackResult", "ValidationError", "apply_callback"]

@@ -22,6 +22,8 @@ EVENTS_MAXLEN = 100_000
 DEFAULT_RETENTION_MS = 14 * 24 * 3600 * 1000
 #: a job not finished this long after creation expires, in ms (per type in settings)
 DEFAULT_DEADLINE_MS = 6 * 3600 * 1000
+#: the metric counting second upstream tasks seen for one job (keys.metric)
+DUPLICATES = "duplicate_upstream_tasks"
 #: a listing reads at most this many pages of its index to fill one filtered page
 SCAN_PAGES = 5
 
@@ -125,6 +127,7 @@ class JobStore:
         self._transition = scripts.register(redis, "transition")
         self._annotate = scripts.register(redis, "annotate")
         self._claim = scripts.register(redis, "claim_due")
+        self._add_duplicate = scripts.register(redis, "add_duplicate")
 
     def create(
         self,
@@ -185,12 +188,19 @@ class JobStore:
         k = self.keys
         applied, before = self._transition(
             keys=[k.job(job_id), k.hist(job_id), k.events, k.poll, k.uncertain, k.parked,
-                  k.deadline, *k.state_indexes, k.notify],
+                  k.deadline, *k.state_indexes, k.notify, k.metric(DUPLICATES)],
             args=[job_id, to.value, reason, require_from.value if require_from else "",
                   require_attempt or "", "" if poll_delay_ms is None else int(poll_delay_ms),
                   self.retention_ms, EVENTS_MAXLEN, "retry" if retry else "", *flat],
         )
         return Transition(applied == 1, JobState(before) if before else None)
+
+    def add_duplicate(self, job_id: str, task_id: str) -> bool:
+        """Record ``task_id`` as an upstream task the job does not own (a second one, or one
+        whose attempt was superseded) and count it fleet-wide; False when it is the job's own
+        task or already recorded."""
+        return self._add_duplicate(keys=[self.keys.job(job_id), self.keys.metric(DUPLICATES)],
+                                   args=[task_id]) == 1
 
     def history(self, job_id: str) -> list[dict[str, Any]]:
         """The job's last transitions, oldest first (time in ms, from, to, reason)."""

@@ -84,11 +84,16 @@ def record_answer(rt: Runtime, job_id: str, attempt_id: str, answer: Answer) -> 
     store, outcome = rt.store, answer.outcome
     log.info("job %s attempt %s: %s (code %s)", job_id, attempt_id, outcome.value, answer.code)
     if outcome is Outcome.ACCEPTED:
-        store.transition(
+        moved = store.transition(
             job_id, JobState.SUBMITTED, "provider accepted", require_attempt=attempt_id,
             poll_delay_ms=int(rt.settings.poll_min_delay_s * 1000),
             fields={"upstream_task_id": answer.task_id},
         )
+        # not applied: a callback (of an earlier, uncertain attempt) got there first, or the
+        # job ended meanwhile; if it names another task, this one is a paid duplicate
+        if not moved.applied and store.add_duplicate(job_id, answer.task_id or ""):
+            log.warning("job %s: accepted task %s after another was adopted: duplicate",
+                        job_id, answer.task_id)
         return Step("submitted")
     if outcome is Outcome.REJECTED:
         store.transition(job_id, JobState.FAILED, f"rejected by provider ({answer.code})",

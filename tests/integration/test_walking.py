@@ -157,3 +157,16 @@ def test_batch_stays_inside_the_provider_window_and_key_never_leaks(stack, clien
         assert API_KEY not in (dump or ""), key
     for proc in (stack["worker"], stack["beat"]):
         assert API_KEY not in proc.log_text()
+
+
+def test_oversized_bodies_and_unknown_routes_get_json_errors(stack, auth):
+    web = stack["web"]
+    huge = {"type": "add-vocals", "params": {"prompt": "x" * 70_000}}
+    resp = requests.post(f"{web}/v1/jobs", json=huge, headers=auth, timeout=10)
+    assert resp.status_code == 413 and resp.json()["code"] == 413
+    missing = requests.get(f"{web}/v1/nope", headers=auth, timeout=10)
+    assert missing.status_code == 404 and missing.json()["code"] == 404
+    wrong = requests.put(f"{web}/v1/jobs", headers=auth, timeout=10)
+    assert wrong.status_code == 405 and wrong.json()["code"] == 405
+    gone = requests.get(f"{web}/v1/jobs/no-such-job", headers=auth, timeout=10)
+    assert gone.status_code == 404 and "no-such-job" in gone.json()["message"]

@@ -142,3 +142,16 @@ def test_listing_pages_newest_first_with_filters(store):
     assert [j.id for j in cancelled] == ["j3"] and more is None
     with pytest.raises(ValueError):
         store.list(cursor="!!not-a-cursor!!")
+
+
+def test_add_duplicate_records_foreign_tasks_once(store, redis):
+    store.create("j", "add-vocals", {})
+    assert store.add_duplicate("j", "A")  # no task of its own yet: a superseded attempt's
+    store.transition("j", S.SUBMITTING, "go")
+    store.transition("j", S.SUBMITTED, "ok", fields={"upstream_task_id": "B"})
+    assert not store.add_duplicate("j", "B") and not store.add_duplicate("j", "A")
+    assert store.add_duplicate("j", "C")
+    job = store.get("j")
+    assert job.upstream_task_id == "B" and job.to_public()["duplicate_task_ids"] == ["A", "C"]
+    assert redis.get("bb:metrics:duplicate_upstream_tasks") == "2"
+    assert not store.add_duplicate("missing", "X")

@@ -1,6 +1,7 @@
 -- transition.lua: move one job forward (or submitting -> queued, or a retry) and record it.
 --
--- Call: EVALSHA sha 17 job hist events poll uncertain parked deadline <9 state indexes> notify
+-- Call: EVALSHA sha 18 job hist events poll uncertain parked deadline <9 state indexes> notify
+--         metric
 --         job_id to reason require_from require_attempt poll_delay_ms retention_ms maxlen
 --         mode f1 v1 ...
 -- KEYS[1] job        hash    the job record
@@ -12,6 +13,7 @@
 -- KEYS[7] deadline   zset    job id -> ms its deadline passes
 -- KEYS[8..16] state  zsets   one per state, in the order of STATES below (job id -> ms entered)
 -- KEYS[17] notify    zset    job id -> ms its webhook is due (terminal jobs with a notify_url)
+-- KEYS[18] metric    string  fleet-wide counter of duplicate upstream tasks
 -- ARGV[1] job_id; ARGV[2] target state; ARGV[3] reason (short text)
 -- ARGV[4] require_from     "" or the state the job must be in now
 -- ARGV[5] require_attempt  "" or the attempt id the job must carry now
@@ -77,6 +79,7 @@ for i = 10, #ARGV, 2 do
       local dups = redis.call('HGET', KEYS[1], 'dup_task_ids')
       redis.call('HSET', KEYS[1], 'dup_task_ids', (dups and dups ~= '') and (dups .. ',' .. value) or value)
       redis.call('HINCRBY', KEYS[1], 'dup_count', 1)
+      redis.call('INCR', KEYS[18])
     end
   else
     redis.call('HSET', KEYS[1], name, value)
