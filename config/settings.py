@@ -32,7 +32,7 @@ BACKBEAT_POLL_MIN_DELAY   seconds before a job's first/next poll      10
 BACKBEAT_POLL_MAX_DELAY   longest gap between two polls of a job      120
 BACKBEAT_UNCERTAIN_POLICY ``resubmit`` or ``fail`` after the grace    resubmit
 BACKBEAT_THROTTLE_COOLDOWN seconds the fleet waits after a throttle   2
-BACKBEAT_THROTTLE_BETA    multiplicative rate cut on a throttle       0.5
+BACKBEAT_THROTTLE_BETA    multiplicative rate cut on a throttle       0.7
 BACKBEAT_BREAKER_BASE     seconds the 455 breaker first stays open    15
 BACKBEAT_BREAKER_CAP      longest breaker open time, seconds          300
 BACKBEAT_PAUSE_PROBE_INTERVAL seconds between credits/auth probes     300
@@ -143,7 +143,7 @@ class Settings:
     poll_max_delay_s: float = 120.0
     uncertain_policy: str = "resubmit"
     throttle_cooldown_s: float = 2.0
-    throttle_beta: float = 0.5
+    throttle_beta: float = 0.7
     breaker_base_s: float = 15.0
     breaker_cap_s: float = 300.0
     pause_probe_interval_s: float = 300.0
@@ -204,7 +204,7 @@ class Settings:
             poll_max_delay_s=_float(get("POLL_MAX_DELAY", "120"), "POLL_MAX_DELAY"),
             uncertain_policy=get("UNCERTAIN_POLICY", "resubmit"),
             throttle_cooldown_s=_float(get("THROTTLE_COOLDOWN", "2"), "THROTTLE_COOLDOWN"),
-            throttle_beta=_float(get("THROTTLE_BETA", "0.5"), "THROTTLE_BETA"),
+            throttle_beta=_float(get("THROTTLE_BETA", "0.7"), "THROTTLE_BETA"),
             breaker_base_s=_float(get("BREAKER_BASE", "15"), "BREAKER_BASE"),
             breaker_cap_s=_float(get("BREAKER_CAP", "300"), "BREAKER_CAP"),
             pause_probe_interval_s=_float(get("PAUSE_PROBE_INTERVAL", "300"),
