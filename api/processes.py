@@ -9,8 +9,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 from redis import Redis
@@ -105,6 +107,20 @@ def start_redis(log_dir: Path, port: int, appendonly: bool = False) -> Proc:
             if time.monotonic() > deadline or not proc.alive():
                 raise RuntimeError(f"redis-server did not start:\n{proc.log_text()}") from None
             time.sleep(0.05)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "",
+               interval: float = 0.1) -> Any:
+    """Poll ``predicate`` until it returns something truthy and return that; TimeoutError
+    (naming ``what``) after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not reached within {timeout} s: {what or predicate}")
+        time.sleep(interval)
 
 
 def wait_http(url: str, timeout_s: float = 30.0) -> None:

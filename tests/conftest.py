@@ -10,7 +10,6 @@ import os
 import secrets
 import shutil
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,9 @@ from backbeat.api.processes import (
     wait_http,
     web_argv,
     worker_argv,
+)
+from backbeat.api.processes import (
+    wait_until as _wait_until,
 )
 
 #: generous bound for every wait in integration tests (the machine is shared and noisy)
@@ -58,15 +60,8 @@ get_settings.cache_clear()
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = WAIT_S, what: str = "") -> Any:
-    """Poll ``predicate`` until truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"not reached within {timeout} s: {what}")
-        time.sleep(0.1)
+    """Poll ``predicate`` until truthy (TimeoutError after ``timeout`` seconds)."""
+    return _wait_until(predicate, timeout, what)
 
 
 @pytest.fixture(scope="session")

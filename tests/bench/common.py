@@ -23,7 +23,14 @@ from typing import Any
 import requests
 from redis import Redis
 
-from backbeat.api.processes import Proc, beat_argv, free_port, start_redis, worker_argv
+from backbeat.api.processes import (
+    Proc,
+    beat_argv,
+    free_port,
+    start_redis,
+    wait_until,
+    worker_argv,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 #: bound for every process start / readiness wait
@@ -193,14 +200,7 @@ class Fleet:
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not reached within {timeout_s} s: {what}")
-        time.sleep(0.05)
+    return wait_until(predicate, timeout_s, what, interval=0.05)
 
 
 def enqueue_backlog(client: Any, count: int, tag: str) -> None:

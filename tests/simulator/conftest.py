@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import pytest
 import requests
 
+from backbeat.api.processes import wait_until as poll_until
 from backbeat.simulator import SimConfig, SimServer
 
 #: every wait in these tests gives up after this many seconds
@@ -19,15 +19,8 @@ WAIT_S = 15.0
 
 
 def _wait_until(predicate: Callable[[], Any], timeout: float = WAIT_S) -> Any:
-    """Poll ``predicate`` until truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(0.02)
+    """Poll ``predicate`` until truthy (TimeoutError after ``timeout`` seconds)."""
+    return poll_until(predicate, timeout, interval=0.02)
 
 
 class Receiver:
