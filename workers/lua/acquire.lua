@@ -4,7 +4,7 @@
 --                                 send_bound_ms grant_id
 -- KEYS[1] log    zset  grant id -> the latest time (ms) its request can have reached the
 --                      provider: grant + send_bound_ms until report.lua lowers it to the
---                      answer's time; at most ``limit`` entries are kept
+--                      answer's time; about ``limit`` entries are kept (no TTL)
 -- KEYS[2] state  hash  the account's shared limiter state (one hash tag with the logs):
 --                      <purpose>:factor, <purpose>:cooldown_until, breaker, breaker:until,
 --                      breaker:probe_until, pause, pause:auto, pause:probe_at, pause:probe_until
@@ -87,7 +87,8 @@ elseif kind == 'pause_probe' then
 end
 redis.call('ZADD', KEYS[1], now_ms + send_bound_ms, grant_id)
 -- only the newest ``limit`` entries matter; trimming on one grant in eight (by the clock's
--- last digits) keeps the log within a few entries of that at a fraction of the cost
+-- last digits) keeps the log within a few entries of that at a fraction of the cost. The log
+-- has no TTL: bounded so, it is a few hundred bytes per bucket, and no expiry can ever drop
+-- grants that still count.
 if now_ms % 8 == 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(limit + 1)) end
-redis.call('PEXPIRE', KEYS[1], window_ms * 2 + send_bound_ms)
 return '1|0|' .. now_ms .. '|' .. kind
