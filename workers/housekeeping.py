@@ -29,6 +29,7 @@ class Report:
     resent: int = 0
     trimmed: int = 0
     stale: int = 0
+    rescued: int = 0
 
 
 def run(rt: Runtime) -> Report:
@@ -37,6 +38,7 @@ def run(rt: Runtime) -> Report:
     report.resent = resend_unsent(rt)
     report.trimmed = trim_indexes(rt)
     report.stale = flag_stale_submissions(rt)
+    report.rescued = rescue_stranded(rt)
     return report
 
 
@@ -88,6 +90,16 @@ def flag_stale_submissions(rt: Runtime) -> int:
     if flagged:
         log.warning("flagged %d stale submissions as uncertain", flagged)
     return flagged
+
+
+def rescue_stranded(rt: Runtime) -> int:
+    """Queued jobs that may have lost their message (older than a visibility timeout and a
+    minute) are parked, so the pump sends them again (see rescue_stranded.lua)."""
+    cutoff = rt.store.now_ms() - int((rt.settings.visibility_timeout_s + 60) * 1000)
+    parked = rt.store.rescue_stranded(cutoff, BATCH)
+    if parked:
+        log.warning("parked %d long-queued jobs whose message may be lost", parked)
+    return parked
 
 
 def trim_indexes(rt: Runtime) -> int:

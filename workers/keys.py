@@ -13,6 +13,7 @@ Job store (one hash per job, plus indexes; every index entry leaves when the job
     {p}:uncertain           zset   job id -> ms when its uncertain grace period ends
     {p}:parked              zset   job id -> ms when a parked queued job may be sent again
     {p}:notify              zset   job id -> ms its next webhook delivery attempt is due
+    {p}:rescue-cursor       string ms up to which queued jobs were checked for a lost message
     {p}:metrics:{name}      string counters (duplicate upstream tasks, ...)
     {p}:celery:*            Celery's broker keys (kombu ``global_keyprefix``)
 Limiter (per provider account; every key of an account shares the hash tag ``{<acct>}``):
@@ -66,6 +67,10 @@ class Keys:
     @property
     def outbox(self) -> str:
         return f"{self.prefix}:outbox"
+
+    @property
+    def rescue_cursor(self) -> str:
+        return f"{self.prefix}:rescue-cursor"
 
     @property
     def deadline(self) -> str:

@@ -128,6 +128,7 @@ class JobStore:
         self._annotate = scripts.register(redis, "annotate")
         self._claim = scripts.register(redis, "claim_due")
         self._add_duplicate = scripts.register(redis, "add_duplicate")
+        self._rescue = scripts.register(redis, "rescue_stranded")
 
     def create(
         self,
@@ -201,6 +202,13 @@ class JobStore:
         task or already recorded."""
         return self._add_duplicate(keys=[self.keys.job(job_id), self.keys.metric(DUPLICATES)],
                                    args=[task_id]) == 1
+
+    def rescue_stranded(self, cutoff_ms: int, batch: int) -> int:
+        """Park queued jobs that entered ``queued`` before ``cutoff_ms`` and were not examined
+        yet, unless already parked or still in the outbox; returns how many were parked."""
+        k = self.keys
+        return int(self._rescue(keys=[k.queued, k.parked, k.outbox, k.rescue_cursor],
+                                args=[cutoff_ms, batch]))
 
     def history(self, job_id: str) -> list[dict[str, Any]]:
         """The job's last transitions, oldest first (time in ms, from, to, reason)."""

@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--json", type=Path, help="write the report here too")
     args = ap.parse_args(argv)
+    # SIGTERM unwinds through Chaos.run's ``finally``: every process it started is stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     report = Chaos(args).run()
     print(json.dumps(report, indent=2))
     if args.json:

@@ -155,3 +155,34 @@ def test_add_duplicate_records_foreign_tasks_once(store, redis):
     assert job.upstream_task_id == "B" and job.to_public()["duplicate_task_ids"] == ["A", "C"]
     assert redis.get("bb:metrics:duplicate_upstream_tasks") == "2"
     assert not store.add_duplicate("missing", "X")
+
+
+def test_stranded_queued_jobs_are_parked_once(store, redis):
+    """A queued job whose message was lost is parked (the pump re-sends it); each job is
+    examined once, and jobs still in the outbox or already parked are left alone."""
+    for job_id in ("lost", "outboxed", "parked"):
+        store.create(job_id, "add-vocals", {})
+    store.dispatched("lost")
+    store.dispatched("parked")
+    store.park("parked", delay_ms=60_000)
+    before = redis.zscore("bb:parked", "parked")
+    cutoff = store.now_ms() + 1
+    assert store.rescue_stranded(cutoff, batch=10) == 1
+    assert redis.zscore("bb:parked", "lost") is not None
+    assert redis.zscore("bb:parked", "outboxed") is None
+    assert redis.zscore("bb:parked", "parked") == before
+    redis.zrem("bb:parked", "lost")
+    assert store.rescue_stranded(cutoff, batch=10) == 0  # already examined
+    __import__("time").sleep(0.01)  # enters queued after that cutoff
+    store.create("later", "add-vocals", {})
+    store.dispatched("later")
+    assert store.rescue_stranded(store.now_ms() + 1, batch=10) == 1
+
+
+def test_stranded_scan_resumes_after_a_full_batch(store, redis):
+    for n in range(5):
+        store.create(f"j{n}", "add-vocals", {})
+        store.dispatched(f"j{n}")
+    cutoff = store.now_ms() + 1
+    total = sum(store.rescue_stranded(cutoff, batch=2) for _ in range(6))
+    assert total == 5 and redis.zcard("bb:parked") == 5
