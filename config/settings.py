@@ -36,7 +36,6 @@ BACKBEAT_THROTTLE_BETA    multiplicative rate cut on a throttle       0.7
 BACKBEAT_BREAKER_BASE     seconds the 455 breaker first stays open    15
 BACKBEAT_BREAKER_CAP      longest breaker open time, seconds          300
 BACKBEAT_PAUSE_PROBE_INTERVAL seconds between credits/auth probes     300
-BACKBEAT_LIMITER_SEND_BOUND longest a request takes to reach the provider 0.5
 BACKBEAT_DEADLINE         seconds a job may take before ``expired``   21600
 BACKBEAT_DEADLINE_ADD_INSTRUMENTAL / _ADD_VOCALS  per-type deadline   BACKBEAT_DEADLINE
 BACKBEAT_OUTBOX_GRACE     seconds before an unsent message is re-sent 30
@@ -147,7 +146,6 @@ class Settings:
     breaker_base_s: float = 15.0
     breaker_cap_s: float = 300.0
     pause_probe_interval_s: float = 300.0
-    limiter_send_bound_s: float = 0.5
     deadlines_s: tuple[tuple[str, float], ...] = (("add-instrumental", 21600.0),
                                                   ("add-vocals", 21600.0))
     outbox_grace_s: float = 30.0
@@ -209,7 +207,6 @@ class Settings:
             breaker_cap_s=_float(get("BREAKER_CAP", "300"), "BREAKER_CAP"),
             pause_probe_interval_s=_float(get("PAUSE_PROBE_INTERVAL", "300"),
                                           "PAUSE_PROBE_INTERVAL"),
-            limiter_send_bound_s=_float(get("LIMITER_SEND_BOUND", "0.5"), "LIMITER_SEND_BOUND"),
             deadlines_s=tuple(
                 (kind, _float(get(f"DEADLINE_{kind.upper().replace('-', '_')}",
                                   get("DEADLINE", "21600")), "DEADLINE"))

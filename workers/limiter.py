@@ -18,9 +18,11 @@ Example::
         answer = client.create(...)
         lim.report(answer.outcome, grant, answer.retry_after_s)
 
-Warning: a grant is counted until the latest moment its request can have reached the provider
-(the answer's time, or grant + ``send_bound_ms`` while in flight), so jitter between grant and
-arrival cannot put N+1 calls into one of the provider's windows.
+Warning: a grant counts as "arriving now" until its call is answered, and then until the
+answer's time: the provider stamps the call somewhere in between, so no delay between grant and
+arrival can put N+1 calls into one of the provider's windows. Every grant must therefore be
+reported (``report``) or given back (``release``); one nobody reports (its worker died) stops
+counting ``flight_ms`` after it was granted.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from ..config.settings import RateSpec, Settings
 from . import scripts
 from .keys import Keys
 
-#: smallest safety margin added to every window, in ms (the send bound covers the jitter)
+#: smallest safety margin added to every window, in ms (for the provider's clock vs Redis's)
 MIN_MARGIN_MS = 20
 #: safety margin as a share of the window (0.5% of 10 s = 50 ms)
 MARGIN_SHARE = 0.005
@@ -81,8 +83,9 @@ class Policy:
     breaker_cap_ms: int = 300_000
     pause_probe_ms: int = 300_000
     probe_lease_ms: int = 45_000
-    #: longest a granted request may take to reach the provider (until its answer says when)
-    send_bound_ms: int = 500
+    #: longest a granted call can stay unanswered (the client's own timeouts, plus slack): an
+    #: unreported grant (its worker died mid-call) stops counting as in flight after that
+    flight_ms: int = 45_000
 
     @classmethod
     def from_settings(cls, s: Settings) -> Policy:
@@ -93,7 +96,7 @@ class Policy:
             breaker_cap_ms=int(s.breaker_cap_s * 1000),
             pause_probe_ms=int(s.pause_probe_interval_s * 1000),
             probe_lease_ms=int((s.connect_timeout_s + s.read_timeout_s + 10) * 1000),
-            send_bound_ms=int(s.limiter_send_bound_s * 1000),
+            flight_ms=int((s.connect_timeout_s + s.read_timeout_s + 10) * 1000),
         )
 
 
@@ -123,7 +126,7 @@ class Limiter:
         self._keys = [self.log_key.encode(), self.state_key.encode()]
         self._static_args = [str(x).encode() for x in (
             purpose, rate.limit, self.window_ms, self.burst, "1" if respect_pause else "0",
-            self.policy.probe_lease_ms, self.policy.send_bound_ms)]
+            self.policy.probe_lease_ms, self.policy.flight_ms)]
         #: grant ids: unique across processes (random prefix) and within one (a counter)
         self._id_prefix = f"{secrets.token_hex(6)}-"
         self._ids = itertools.count()
@@ -162,13 +165,23 @@ class Limiter:
             jitter_ms = random.uniform(0, 0.2 * p.breaker_base_ms)
         else:
             jitter_ms = random.uniform(0, 0.1 * p.pause_probe_ms)
+        return self._run_report(signal, kind, grant_id, int((retry_after_s or 0) * 1000),
+                                int(jitter_ms), outcome.value)
+
+    def _run_report(self, signal: str, kind: str, grant_id: str, retry_after_ms: int,
+                    jitter_ms: int, pause_reason: str) -> str:
+        p = self.policy
         return self._report(
             keys=[self.state_key, self.log_key],
             args=[self.purpose, signal, kind, self.rate.limit, p.beta, 1 / self.rate.limit,
-                  p.cooldown_ms, int((retry_after_s or 0) * 1000), int(jitter_ms),
-                  p.breaker_base_ms, p.breaker_cap_ms, outcome.value, p.pause_probe_ms,
-                  grant_id],
+                  p.cooldown_ms, retry_after_ms, jitter_ms, p.breaker_base_ms,
+                  p.breaker_cap_ms, pause_reason, p.pause_probe_ms, grant_id],
         )
+
+    def release(self, grant: Grant) -> None:
+        """Give back a grant whose call was never made (the job was taken elsewhere)."""
+        if grant.granted:
+            self._run_report("unused", grant.kind, grant.grant_id, 0, 0, "")
 
     def pause(self, reason: str = "manual") -> None:
         """Stop submissions fleet-wide until ``resume()`` (no automatic probe)."""

@@ -28,6 +28,8 @@ from backbeat.api.processes import (
     beat_argv,
     free_port,
     start_redis,
+    venv_bin,
+    wait_http,
     wait_until,
     worker_argv,
 )
@@ -88,8 +90,38 @@ class Section:
     met: bool | None = None
 
 
+class SimProcess:
+    """The simulator as its own process (``backbeat sim``): calls are stamped on arrival by a
+    process the benchmark driver's own work cannot starve, as a real provider would."""
+
+    def __init__(self, run_dir: Path, api_key: str) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "BACKBEAT_API_KEY": api_key}
+        self.proc = Proc.start("sim", [venv_bin("backbeat"), "sim", "--port", str(port),
+                                       "--profile", "sunoapi", "--rate", "20/10s"],
+                               env, run_dir)
+        try:
+            wait_http(f"{self.url}/__health", START_TIMEOUT_S)
+            self.set_knobs(callbacks_enabled=False, **FAST_TIMELINE)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stats(self) -> dict[str, Any]:
+        return requests.get(f"{self.url}/__stats", timeout=30).json()
+
+    def set_knobs(self, **knobs: Any) -> dict[str, Any]:
+        resp = requests.post(f"{self.url}/__faults", json=knobs, timeout=10)
+        resp.raise_for_status()
+        return resp.json()
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
 class Stack:
-    """A private redis-server on a free port and the simulator in this process."""
+    """A private redis-server and the provider simulator, each its own process."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
@@ -97,17 +129,13 @@ class Stack:
         self.secret = secrets.token_hex(16)
         self.redis_port = free_port()
         self.redis_proc: Proc | None = None
-        self.sim: Any = None
+        self.sim: SimProcess | None = None
 
     def __enter__(self) -> Stack:
-        from backbeat.simulator import SimConfig, SimServer
-
         try:
             self.redis_proc = start_redis(self.run_dir, self.redis_port)
             self.redis = Redis(port=self.redis_port, decode_responses=True)
-            self.sim = SimServer(SimConfig(profile="sunoapi", port=free_port(),
-                                           api_key=self.api_key, callbacks_enabled=False,
-                                           **FAST_TIMELINE)).start()
+            self.sim = SimProcess(self.run_dir, self.api_key)
         except BaseException:
             self.__exit__()
             raise

@@ -11,7 +11,7 @@ from backbeat.workers.keys import Keys
 from backbeat.workers.limiter import Limiter, Policy
 
 FAST = Policy(beta=0.5, cooldown_ms=300, breaker_base_ms=400, breaker_cap_ms=2000,
-              pause_probe_ms=400, probe_lease_ms=1000, send_bound_ms=0)
+              pause_probe_ms=400, probe_lease_ms=1000, flight_ms=60_000)
 
 
 TEN_PER_S = RateSpec(10, 1000)
@@ -55,6 +55,7 @@ def test_no_window_ever_holds_more_than_the_limit_under_threads(redis):
         while time.monotonic() < stop:
             grant = lim.acquire(max_wait_s=1.0)
             if grant.granted:
+                lim.report(Outcome.ACCEPTED, grant)
                 with lock:
                     grants.append(grant.at_ms)
 
@@ -154,14 +155,51 @@ def test_manual_pause_has_no_probe_until_resumed(redis):
     assert lim.try_acquire().granted
 
 
-def test_a_grant_counts_until_its_latest_possible_arrival(redis):
-    """Given a send bound, an unanswered grant blocks the next window until grant + bound;
-    its answer lowers that to the answer's time."""
-    policy = Policy(send_bound_ms=2000)
-    lim = make(redis, RateSpec(1, 200), policy=policy)
-    first = lim.try_acquire()
-    refused = lim.try_acquire()
-    assert first.granted and not refused.granted and refused.wait_s > 2.0
+def test_an_unanswered_call_counts_as_arriving_now_until_its_answer(redis):
+    """Given N calls in flight, expect no grant however long they take, then one a whole
+    window after the N-th answer (the provider stamped it no later than that)."""
+    lim = make(redis, RateSpec(2, 300))
+    first, second = lim.try_acquire(), lim.try_acquire()
+    assert first.granted and second.granted
+    for _ in range(3):  # in flight for 3 windows and more: still counted
+        refused = lim.try_acquire()
+        assert not refused.granted and refused.kind == "window"
+        assert refused.wait_s == pytest.approx(0.3, abs=0.002)  # at least a window from now
+        time.sleep(0.35)
     lim.report(Outcome.ACCEPTED, first)
-    time.sleep(0.25)
+    answered_ms = redis.time()
+    assert not lim.try_acquire().granted  # answered just now: a window from now
+    time.sleep(0.35)
+    third = lim.try_acquire()
+    assert third.granted and third.at_ms - (answered_ms[0] * 1000 + answered_ms[1] // 1000) >= 300
+
+
+def test_a_released_grant_frees_its_slot_at_once(redis):
+    lim = make(redis, RateSpec(1, 10_000))
+    grant = lim.try_acquire()
+    assert grant.granted and not lim.try_acquire().granted
+    lim.release(grant)
     assert lim.try_acquire().granted
+
+
+def test_a_grant_nobody_reports_stops_counting_after_the_flight_bound(redis):
+    lim = make(redis, RateSpec(1, 200), policy=Policy(flight_ms=500))
+    assert lim.try_acquire().granted  # its worker "dies": no report, no release
+    assert not lim.try_acquire().granted
+    time.sleep(0.8)  # flight bound 0.5 s + window 0.2 s
+    assert lim.try_acquire().granted
+
+
+def test_pacing_keeps_its_schedule_when_a_waiter_wakes_late(redis):
+    """Given burst 1 and a waiter that wakes late (less than half a slot), expect the next
+    slot still one interval after the missed one, not after the late grant."""
+    lim = make(redis, RateSpec(10, 1000), burst=1)
+    first = lim.try_acquire()
+    lim.report(Outcome.ACCEPTED, first)
+    time.sleep(0.1 + 0.03)  # slot at +100 ms, woken 30 ms late
+    late = lim.try_acquire()
+    lim.report(Outcome.ACCEPTED, late)
+    assert late.granted
+    refused = lim.try_acquire()
+    # the next slot is at first + 200 ms: about 70 ms from now, not 100 ms
+    assert not refused.granted and refused.wait_s <= 0.085

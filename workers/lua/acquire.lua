@@ -1,28 +1,32 @@
 -- acquire.lua: take one call from an account's bucket, through its gates, in one round trip.
 --
 -- Call: EVALSHA sha 2 log state  purpose limit window_ms burst respect_pause probe_lease_ms
---                                 send_bound_ms grant_id
+--                                 flight_ms grant_id
 -- KEYS[1] log    zset  grant id -> the latest time (ms) its request can have reached the
---                      provider: grant + send_bound_ms until report.lua lowers it to the
---                      answer's time; about ``limit`` entries are kept (no TTL)
+--                      provider: while unanswered, grant + flight_ms (a time in the future,
+--                      so it counts as "arriving now"); report.lua lowers it to the answer's
+--                      time. About ``limit`` entries are kept (no TTL).
 -- KEYS[2] state  hash  the account's shared limiter state (one hash tag with the logs):
---                      <purpose>:factor, <purpose>:cooldown_until, breaker, breaker:until,
---                      breaker:probe_until, pause, pause:auto, pause:probe_at, pause:probe_until
+--                      <purpose>:factor, <purpose>:cooldown_until, <purpose>:pace, breaker,
+--                      breaker:until, breaker:probe_until, pause, pause:auto, pause:probe_at,
+--                      pause:probe_until
 -- ARGV[1] purpose         "submit" or "poll"
 -- ARGV[2] limit           N of the rule N/W (the configured ceiling)
 -- ARGV[3] window_ms       W, already widened by the caller's safety margin
--- ARGV[4] burst           grants that may go back to back (pacing: burst * W / N_eff apart)
+-- ARGV[4] burst           grants that may go back to back (then paced W / N_eff apart)
 -- ARGV[5] respect_pause   "1": the credits/auth pause applies (submissions); "0": it does not
 -- ARGV[6] probe_lease_ms  how long a half-open probe is exclusively held by its taker
--- ARGV[7] send_bound_ms   longest a granted request may take to reach the provider
+-- ARGV[7] flight_ms       longest a granted call can stay unanswered (the caller's timeouts);
+--                         a grant nobody reports (its worker died) stops counting after that
 -- ARGV[8] grant_id        a caller-made unique id for this grant (the log's member)
 -- Returns one string "granted|wait_ms|now_ms|kind" (granted 1|0). kind: "ok" | "probe"
 -- (breaker half-open) | "pause_probe" when granted; "paused" | "breaker" | "cooldown" |
 -- "window" when refused. One string, not an array: the cheapest reply to parse.
 -- The effective limit is floor(limit * factor) (AIMD, see report.lua), at least 1.
--- Exactness: a new grant waits until the N-th newest call's latest possible arrival is a whole
--- window old, so ANY window at the provider holds at most N arrivals, whatever the jitter
--- between grant and arrival (within send_bound_ms) and whatever the number of workers.
+-- Exactness: the provider stamps a call somewhere between its grant and its answer. A new
+-- grant waits until the N-th newest call's latest possible stamp (its answer, or "now" while
+-- it is unanswered) is a whole window old, so ANY window at the provider holds at most N
+-- calls, however long calls take to travel and whatever the number of workers.
 -- Time is the Redis server clock (one clock for every worker on every machine), in ms.
 
 local purpose = ARGV[1]
@@ -31,13 +35,14 @@ local window_ms = tonumber(ARGV[3])
 local burst = tonumber(ARGV[4])
 local respect_pause = ARGV[5] == '1'
 local probe_lease_ms = tonumber(ARGV[6])
-local send_bound_ms = tonumber(ARGV[7])
+local flight_ms = tonumber(ARGV[7])
 local grant_id = ARGV[8]
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
+local f_pace = purpose .. ':pace'
 local s = redis.call('HMGET', KEYS[2], purpose .. ':factor', purpose .. ':cooldown_until',
-                     'breaker', 'pause')
+                     'breaker', 'pause', f_pace)
 local factor = tonumber(s[1]) or 1
 local cooldown_until = tonumber(s[2]) or 0
 local breaker_open = s[3] == 'open'
@@ -69,23 +74,28 @@ if now_ms < cooldown_until then return refuse(cooldown_until - now_ms, 'cooldown
 
 local eff = math.max(1, math.floor(limit * factor + 1e-9))
 local wait_ms = 0
-local oldest = redis.call('ZREVRANGE', KEYS[1], eff - 1, eff - 1, 'WITHSCORES')
-if oldest[2] then wait_ms = math.max(wait_ms, tonumber(oldest[2]) + window_ms - now_ms) end
+local nth = redis.call('ZREVRANGE', KEYS[1], eff - 1, eff - 1, 'WITHSCORES')
+if nth[2] then wait_ms = math.min(tonumber(nth[2]), now_ms) + window_ms - now_ms end
+-- pacing (burst < N_eff): slots T = W / N_eff apart, b of them usable at once (a GCRA on
+-- the slot time). A waiter that wakes up to T/2 after its slot keeps the schedule instead of
+-- pushing every later slot back by its lateness; a slot missed by more starts afresh at now.
 local b = math.min(burst, eff)
+local pace_ms = math.ceil(window_ms / eff)
+local pace = nil
 if b < eff then
-  local pace_ref = redis.call('ZREVRANGE', KEYS[1], b - 1, b - 1, 'WITHSCORES')
-  if pace_ref[2] then
-    wait_ms = math.max(wait_ms, tonumber(pace_ref[2]) + math.ceil(b * window_ms / eff) - now_ms)
-  end
+  pace = tonumber(s[5]) or 0
+  if pace < now_ms - math.floor(pace_ms / 2) then pace = now_ms end
+  wait_ms = math.max(wait_ms, pace - (b - 1) * pace_ms - now_ms)
 end
 if wait_ms > 0 then return refuse(wait_ms, 'window') end
 
+if pace then redis.call('HSET', KEYS[2], f_pace, pace + pace_ms) end
 if kind == 'probe' then
   redis.call('HSET', KEYS[2], 'breaker:probe_until', now_ms + probe_lease_ms)
 elseif kind == 'pause_probe' then
   redis.call('HSET', KEYS[2], 'pause:probe_until', now_ms + probe_lease_ms)
 end
-redis.call('ZADD', KEYS[1], now_ms + send_bound_ms, grant_id)
+redis.call('ZADD', KEYS[1], now_ms + flight_ms, grant_id)
 -- only the newest ``limit`` entries matter; trimming on one grant in eight (by the clock's
 -- last digits) keeps the log within a few entries of that at a fraction of the cost. The log
 -- has no TTL: bounded so, it is a few hundred bytes per bucket, and no expiry can ever drop

@@ -5,10 +5,12 @@
 --                                 pause_reason pause_probe_ms grant_id
 -- KEYS[1] state  hash  the account's limiter state (see acquire.lua)
 -- KEYS[2] log    zset  the bucket's grant log: the answered call's entry is lowered to now
---                      (its request reached the provider before the answer left it)
+--                      (its request reached the provider before the answer came back); an
+--                      unused grant's entry is removed (its call never left)
 -- ARGV[1] purpose      "submit" or "poll"
 -- ARGV[2] signal       "up" (the provider answered normally) | "throttled" | "maintenance" |
---                      "paused" (credits / auth) | "down" (transient error, no verdict)
+--                      "paused" (credits / auth) | "down" (transient error, no verdict) |
+--                      "unused" (the grant was given back: no call was made)
 -- ARGV[3] kind         the grant kind this call held: "ok" | "probe" | "pause_probe"
 -- ARGV[4] limit        configured N (the ceiling of the effective limit)
 -- ARGV[5] beta         multiplicative cut on a throttle, e.g. 0.5
@@ -40,8 +42,14 @@ local pause_probe_ms = tonumber(ARGV[13])
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local K = KEYS[1]
-if ARGV[14] ~= '' then redis.call('ZADD', KEYS[2], 'XX', 'LT', now_ms, ARGV[14]) end
 local f_factor, f_cool = purpose .. ':factor', purpose .. ':cooldown_until'
+if signal == 'unused' then
+  if ARGV[14] ~= '' then redis.call('ZREM', KEYS[2], ARGV[14]) end
+  if kind == 'probe' then redis.call('HSET', K, 'breaker:probe_until', 0) end
+  if kind == 'pause_probe' then redis.call('HSET', K, 'pause:probe_until', 0) end
+  return 'none'
+end
+if ARGV[14] ~= '' then redis.call('ZADD', KEYS[2], 'XX', 'LT', now_ms, ARGV[14]) end
 
 if signal == 'up' then
   local effect = 'none'
