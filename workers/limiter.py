@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from redis import Redis
+from redis.exceptions import NoScriptError
 
 from ..config.providers import Outcome
 from ..config.settings import RateSpec, Settings
@@ -122,23 +123,30 @@ class Limiter:
         self.state_key = keys.limiter_state(account)
         self._acquire = scripts.register(redis, "acquire")
         self._report = scripts.register(redis, "report")
-        # encoded once: the acquire path is hot (workers ask again and again while waiting)
-        self._keys = [self.log_key.encode(), self.state_key.encode()]
-        self._static_args = [str(x).encode() for x in (
+        # the acquire path is hot (workers ask again and again while waiting): its command is
+        # built once, with the bucket's whole configuration in one argument
+        self._config = "|".join(str(x) for x in (
             purpose, rate.limit, self.window_ms, self.burst, "1" if respect_pause else "0",
-            self.policy.probe_lease_ms, self.policy.flight_ms)]
+            self.policy.probe_lease_ms, self.policy.flight_ms)).encode()
+        self._head = (self._acquire.sha, 2, self.log_key.encode(), self.state_key.encode(),
+                      self._config)
         #: grant ids: unique across processes (random prefix) and within one (a counter)
         self._id_prefix = f"{secrets.token_hex(6)}-"
         self._ids = itertools.count()
 
     def try_acquire(self) -> Grant:
         """One round trip: a token now, or the reason and the wait until one may be free."""
-        grant_id = f"{self._id_prefix}{next(self._ids)}".encode()
-        reply = self._acquire(keys=self._keys, args=[*self._static_args, grant_id])
+        grant_id = f"{self._id_prefix}{next(self._ids)}"
+        try:
+            reply = self.redis.execute_command("EVALSHA", *self._head, grant_id)
+        except NoScriptError:  # a restarted or flushed Redis: load it and ask once more
+            self._acquire.sha = self.redis.script_load(self._acquire.script)
+            self._head = (self._acquire.sha, *self._head[1:])
+            reply = self.redis.execute_command("EVALSHA", *self._head, grant_id)
         granted, wait_ms, now_ms, kind = (reply.decode() if isinstance(reply, bytes)
                                           else reply).split("|")
         if granted == "1":
-            return Grant(True, 0.0, int(now_ms), kind, grant_id.decode())
+            return Grant(True, 0.0, int(now_ms), kind, grant_id)
         return Grant(False, int(float(wait_ms)) / 1000, int(now_ms), kind)
 
     def acquire(self, max_wait_s: float, sleep: Callable[[float], None] = time.sleep) -> Grant:
