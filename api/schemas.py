@@ -110,6 +110,7 @@ class BucketOut(Schema):
     effective_limit = fields.Integer()
     factor = fields.Float()
     tokens = fields.Integer()
+    in_flight = fields.Integer(metadata={"description": "granted calls not answered yet"})
     cooldown_s = fields.Float()
     cuts = fields.Integer()
     throttles = fields.Integer()

@@ -210,6 +210,7 @@ class Limiter:
         factor = float(raw.get(f"{self.purpose}:factor") or 1)
         eff = max(1, int(self.rate.limit * factor + 1e-9))
         used = self.redis.zcount(self.log_key, now_ms - self.window_ms + 1, "+inf")
+        in_flight = self.redis.zcount(self.log_key, f"({now_ms}", "+inf")  # not answered yet
         cool = int(raw.get(f"{self.purpose}:cooldown_until") or 0)
         b_until = int(raw.get("breaker:until") or 0)
         return {
@@ -219,6 +220,7 @@ class Limiter:
             "effective_limit": eff,
             "factor": round(factor, 4),
             "tokens": max(0, eff - used),
+            "in_flight": in_flight,
             "cooldown_s": max(0, cool - now_ms) / 1000,
             "cuts": int(raw.get(f"{self.purpose}:cuts") or 0),
             "throttles": int(raw.get(f"{self.purpose}:throttles") or 0),
