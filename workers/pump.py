@@ -9,8 +9,11 @@ from __future__ import annotations
 from .dispatch import send_submit
 from .runtime import Runtime
 
-#: a woken job stays leased in the parked set this long, in ms: if its message is lost the
-#: pump sends it again afterwards (harmless: a submit claims a job only from ``queued``)
+#: a woken job stays leased in the parked set at most this long, in ms, and no longer than
+#: the broker's visibility timeout: if its message is lost (a Redis restart within its fsync
+#: second, a worker killed as kombu pops it) the pump sends it again afterwards (harmless: a
+#: submit claims a job only from ``queued``, and a worker that takes the message replaces the
+#: lease by a transition or a new park)
 WAKE_LEASE_MS = 300_000
 
 
@@ -19,7 +22,8 @@ def pump(rt: Runtime) -> int:
     budget = wake_budget(rt)
     if budget <= 0:
         return 0
-    ids = rt.store.claim_due(rt.keys.parked, budget, WAKE_LEASE_MS)
+    lease_ms = min(WAKE_LEASE_MS, int(rt.settings.visibility_timeout_s * 1000))
+    ids = rt.store.claim_due(rt.keys.parked, budget, lease_ms)
     for job_id in ids:
         send_submit(rt.settings, job_id)
     return len(ids)

@@ -14,6 +14,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,11 +54,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     # SIGTERM unwinds through Chaos.run's ``finally``: every process it started is stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    report = Chaos(args).run()
+    chaos = Chaos(args)
+    report = chaos.run()
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
-    return 0 if report["lost"] == 0 and report["silent_duplicates"] == 0 else 1
+    ok = report["lost"] == 0 and report["silent_duplicates"] == 0
+    if ok:  # the process logs matter only when something went wrong
+        shutil.rmtree(chaos.dir, ignore_errors=True)
+    else:
+        print(f"process logs kept in {chaos.dir}", file=sys.stderr)
+    return 0 if ok else 1
 
 
 class Chaos:
