@@ -192,18 +192,26 @@ def test_a_grant_nobody_reports_stops_counting_after_the_flight_bound(redis):
     assert lim.try_acquire().granted
 
 
+def _server_ms(redis) -> int:
+    seconds, micros = redis.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 def test_pacing_keeps_its_schedule_when_a_waiter_wakes_late(redis):
-    """Given burst 1 (slots 1 s apart) and a waiter that wakes late (by less than half a
-    slot), expect the next slot one interval after the missed one, not after the late grant."""
-    lim = make(redis, RateSpec(10, 10_000), burst=1)
-    first = lim.try_acquire()
-    lim.report(Outcome.ACCEPTED, first)
-    time.sleep(1.0 + 0.1)  # its slot was at +1 s: woken at least 100 ms late
+    """Given burst 1 (slots T = 10 s apart) and a waiter that wakes 1 s after its slot (less
+    than T/2), expect the next slot one T after the missed one, not one T after the grant;
+    given one that comes more than T/2 late, expect the schedule to start afresh."""
+    lim = make(redis, RateSpec(10, 100_000), burst=1)
+    slot = _server_ms(redis) - 1_000  # the slot a sleeping waiter was woken for, 1 s ago
+    redis.hset(lim.state_key, "submit:pace", slot)
     late = lim.try_acquire()
-    lim.report(Outcome.ACCEPTED, late)
-    assert late.granted and late.at_ms - first.at_ms < 1500  # (a sleep overshoot >400 ms)
+    assert late.granted
+    assert int(redis.hget(lim.state_key, "submit:pace")) == slot + 10_000
     refused = lim.try_acquire()
-    # the next slot is at first + 2 s, at most 900 ms from now; after a reset it would be 1 s
-    assert not refused.granted
-    assert round(refused.wait_s * 1000) <= 2000 - (late.at_ms - first.at_ms)
-    assert refused.wait_s <= 0.9
+    assert not refused.granted and round(refused.wait_s * 1000) <= slot + 10_000 - late.at_ms
+
+    stale = _server_ms(redis) - 6_000  # more than T/2 ago: nobody was waiting for it
+    redis.hset(lim.state_key, "submit:pace", stale)
+    fresh = lim.try_acquire()
+    assert fresh.granted
+    assert int(redis.hget(lim.state_key, "submit:pace")) == fresh.at_ms + 10_000
