@@ -78,9 +78,8 @@ def resend_unsent(rt: Runtime) -> int:
 def flag_stale_submissions(rt: Runtime) -> int:
     """Jobs in ``submitting`` for longer than any live delivery can hold them (a visibility
     timeout and a minute) whose message never came back: treat them as uncertain."""
-    cutoff = rt.store.now_ms() - int((rt.settings.visibility_timeout_s + 60) * 1000)
-    stale = rt.redis.zrangebyscore(rt.keys.state("submitting"), "-inf", cutoff, start=0,
-                                   num=BATCH)
+    stale = rt.redis.zrangebyscore(rt.keys.state("submitting"), "-inf", _stranded_before(rt),
+                                   start=0, num=BATCH)
     flagged = 0
     for job_id in stale:
         if rt.redis.zscore(rt.keys.uncertain, job_id) is None:
@@ -95,11 +94,17 @@ def flag_stale_submissions(rt: Runtime) -> int:
 def rescue_stranded(rt: Runtime) -> int:
     """Queued jobs that may have lost their message (older than a visibility timeout and a
     minute) are parked, so the pump sends them again (see rescue_stranded.lua)."""
-    cutoff = rt.store.now_ms() - int((rt.settings.visibility_timeout_s + 60) * 1000)
-    parked = rt.store.rescue_stranded(cutoff, BATCH)
+    parked = rt.store.rescue_stranded(_stranded_before(rt), BATCH)
     if parked:
         log.warning("parked %d long-queued jobs whose message may be lost", parked)
     return parked
+
+
+def _stranded_before(rt: Runtime) -> int:
+    """Server time (ms) before which a job still waiting on its message is stranded: no live
+    delivery holds a message longer than a visibility timeout (kombu redelivers then), plus a
+    minute for the redelivered message to be taken."""
+    return rt.store.now_ms() - int((rt.settings.visibility_timeout_s + 60) * 1000)
 
 
 def trim_indexes(rt: Runtime) -> int:

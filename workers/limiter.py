@@ -33,7 +33,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from redis import Redis
 from redis.exceptions import NoScriptError
@@ -42,6 +42,8 @@ from ..config.providers import Outcome
 from ..config.settings import RateSpec, Settings
 from . import scripts
 from .keys import Keys
+
+A = TypeVar("A")
 
 #: smallest safety margin added to every window, in ms (for the provider's clock vs Redis's)
 MIN_MARGIN_MS = 20
@@ -90,14 +92,16 @@ class Policy:
 
     @classmethod
     def from_settings(cls, s: Settings) -> Policy:
+        # the longest one provider call can take (the client's timeouts), plus slack
+        call_bound_ms = int((s.connect_timeout_s + s.read_timeout_s + 10) * 1000)
         return cls(
             beta=s.throttle_beta,
             cooldown_ms=int(s.throttle_cooldown_s * 1000),
             breaker_base_ms=int(s.breaker_base_s * 1000),
             breaker_cap_ms=int(s.breaker_cap_s * 1000),
             pause_probe_ms=int(s.pause_probe_interval_s * 1000),
-            probe_lease_ms=int((s.connect_timeout_s + s.read_timeout_s + 10) * 1000),
-            flight_ms=int((s.connect_timeout_s + s.read_timeout_s + 10) * 1000),
+            probe_lease_ms=call_bound_ms,
+            flight_ms=call_bound_ms,
         )
 
 
@@ -124,7 +128,8 @@ class Limiter:
         self._acquire = scripts.register(redis, "acquire")
         self._report = scripts.register(redis, "report")
         # the acquire path is hot (workers ask again and again while waiting): its command is
-        # built once, with the bucket's whole configuration in one argument
+        # built once, with the bucket's whole configuration in one argument, and sent straight
+        # as EVALSHA (going through the Script object measured 6-8% slower per acquire)
         self._config = "|".join(str(x) for x in (
             purpose, rate.limit, self.window_ms, self.burst, "1" if respect_pause else "0",
             self.policy.probe_lease_ms, self.policy.flight_ms)).encode()
@@ -139,9 +144,8 @@ class Limiter:
         grant_id = f"{self._id_prefix}{next(self._ids)}"
         try:
             reply = self.redis.execute_command("EVALSHA", *self._head, grant_id)
-        except NoScriptError:  # a restarted or flushed Redis: load it and ask once more
-            self._acquire.sha = self.redis.script_load(self._acquire.script)
-            self._head = (self._acquire.sha, *self._head[1:])
+        except NoScriptError:  # a restarted or flushed Redis: load it (same sha), ask again
+            self.redis.script_load(self._acquire.script)
             reply = self.redis.execute_command("EVALSHA", *self._head, grant_id)
         granted, wait_ms, now_ms, kind = (reply.decode() if isinstance(reply, bytes)
                                           else reply).split("|")
@@ -176,6 +180,17 @@ class Limiter:
         return self._run_report(signal, kind, grant_id, int((retry_after_s or 0) * 1000),
                                 int(jitter_ms), outcome.value)
 
+    def call(self, grant: Grant | None, send: Callable[..., A], *args: Any) -> tuple[A, str]:
+        """Make the granted call ``send(*args)`` and report its answer (anything with
+        ``outcome`` and ``retry_after_s``); returns (answer, effect). A call that raised has no
+        answer: it is reported as uncertain, so it counts as answered now."""
+        try:
+            answer = send(*args)
+        except BaseException:
+            self.report(Outcome.UNCERTAIN, grant)
+            raise
+        return answer, self.report(answer.outcome, grant, answer.retry_after_s)
+
     def _run_report(self, signal: str, kind: str, grant_id: str, retry_after_ms: int,
                     jitter_ms: int, pause_reason: str) -> str:
         p = self.policy
@@ -186,9 +201,9 @@ class Limiter:
                   p.breaker_cap_ms, pause_reason, p.pause_probe_ms, grant_id],
         )
 
-    def release(self, grant: Grant) -> None:
+    def release(self, grant: Grant | None) -> None:
         """Give back a grant whose call was never made (the job was taken elsewhere)."""
-        if grant.granted:
+        if grant is not None and grant.granted:
             self._run_report("unused", grant.kind, grant.grant_id, 0, 0, "")
 
     def pause(self, reason: str = "manual") -> None:

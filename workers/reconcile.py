@@ -70,15 +70,9 @@ def poll_one(rt: Runtime, job_id: str, report: CycleReport, grant: Grant | None 
     job = store.get(job_id)
     if job is None or job.state not in IN_FLIGHT or not job.upstream_task_id:
         rt.redis.zrem(rt.keys.poll, job_id)
-        if grant is not None:
-            rt.poll_limiter.release(grant)
+        rt.poll_limiter.release(grant)
         return
-    try:
-        answer = rt.provider.record_info(job.upstream_task_id)
-    except BaseException:  # no answer to report: the call counts as answered now
-        rt.poll_limiter.report(Outcome.UNCERTAIN, grant)
-        raise
-    rt.poll_limiter.report(answer.outcome, grant, answer.retry_after_s)
+    answer, _ = rt.poll_limiter.call(grant, rt.provider.record_info, job.upstream_task_id)
     report.polled += 1
     report.outcomes[answer.outcome.value] = report.outcomes.get(answer.outcome.value, 0) + 1
     store.annotate(job_id, {"+polls": 1})

@@ -68,12 +68,7 @@ def submit_job(rt: Runtime, job_id: str) -> Step:
             limiter.release(grant)
             return Step(f"claimed elsewhere ({claim.before.value if claim.before else 'gone'})")
         body = {**job.params, "callBackUrl": callback_url(rt.settings, rt.secret, job_id)}
-        try:
-            answer = rt.provider.create(job.type, body)
-        except BaseException:  # no answer to report: the call counts as answered now
-            limiter.report(Outcome.UNCERTAIN, grant)
-            raise
-        effect = limiter.report(answer.outcome, grant, answer.retry_after_s)
+        answer, effect = limiter.call(grant, rt.provider.create, job.type, body)
         if effect not in ("none", "raised"):
             log.warning("limiter: %s after %s (code %s)", effect, answer.outcome.value, answer.code)
         step = record_answer(rt, job_id, attempt_id, answer)

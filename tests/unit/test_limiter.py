@@ -215,3 +215,25 @@ def test_pacing_keeps_its_schedule_when_a_waiter_wakes_late(redis):
     fresh = lim.try_acquire()
     assert fresh.granted
     assert int(redis.hget(lim.state_key, "submit:pace")) == fresh.at_ms + 10_000
+
+
+def test_acquire_reloads_its_script_after_a_flush(redis):
+    """Given a Redis that lost its scripts (restart, SCRIPT FLUSH), expect the next acquire to
+    load the script again and grant, not fail."""
+    lim = make(redis, RateSpec(5, 1000))
+    assert lim.try_acquire().granted
+    redis.script_flush()
+    assert lim.try_acquire().granted
+    assert lim.state()["in_flight"] == 2
+
+
+def test_a_call_that_raises_counts_as_answered_when_it_raised(redis):
+    lim = make(redis, RateSpec(5, 1000))
+    grant = lim.try_acquire()
+
+    def send() -> None:
+        raise OSError("connection reset")
+
+    with pytest.raises(OSError):
+        lim.call(grant, send)
+    assert lim.state()["in_flight"] == 0  # lowered to the time it raised, not held in flight
