@@ -57,15 +57,20 @@ def _prune(window: deque[float], now: float, window_s: float) -> None:
         window.popleft()
 
 
-def max_in_window(times: list[float], window_s: float) -> int:
-    """Most arrivals in any half-open interval of ``window_s`` seconds (two pointers)."""
-    ordered = sorted(times)
-    best = left = 0
+def window_counts(times: list[float], window_s: float) -> list[int]:
+    """For each arrival (in time order), how many arrivals the half-open window of
+    ``window_s`` ending at it holds (two pointers, exact)."""
+    ordered, out, left = sorted(times), [], 0
     for right, t in enumerate(ordered):
         while t - ordered[left] >= window_s:
             left += 1
-        best = max(best, right - left + 1)
-    return best
+        out.append(right - left + 1)
+    return out
+
+
+def max_in_window(times: list[float], window_s: float) -> int:
+    """Most arrivals in any half-open interval of ``window_s`` seconds."""
+    return max(window_counts(times, window_s), default=0)
 
 
 class Ledger:

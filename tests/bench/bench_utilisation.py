@@ -23,7 +23,6 @@ from common import (
     Section,
     Stack,
     enqueue_backlog,
-    max_in_window,
     over_limit,
     per_window,
     table,
@@ -32,6 +31,7 @@ from common import (
 
 from backbeat.api.client import Client
 from backbeat.config.settings import Settings
+from backbeat.simulator.ledger import max_in_window
 
 GOAL = "utilisation >= 95% of the provider's rule with 0 violations, for 1, 2, 4 and 8 workers"
 TARGET = 0.95

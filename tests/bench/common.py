@@ -33,6 +33,7 @@ from backbeat.api.processes import (
     wait_until,
     worker_argv,
 )
+from backbeat.simulator.ledger import window_counts
 
 ROOT = Path(__file__).resolve().parents[2]
 #: bound for every process start / readiness wait
@@ -236,21 +237,6 @@ def enqueue_backlog(client: Any, count: int, tag: str) -> None:
         client.enqueue("add-instrumental", {
             "uploadUrl": "https://example.com/v.mp3", "title": f"{tag}-{n}",
             "tags": "rock", "negativeTags": "metal"})
-
-
-def max_in_window(times: list[float], window_s: float) -> int:
-    """Most arrivals in any half-open window of ``window_s`` (two pointers, exact)."""
-    return max(window_counts(times, window_s), default=0)
-
-
-def window_counts(times: list[float], window_s: float) -> list[int]:
-    """For each arrival, how many arrivals the window of ``window_s`` ending at it holds."""
-    ordered, out, lo = sorted(times), [], 0
-    for hi, t in enumerate(ordered):
-        while t - ordered[lo] >= window_s:
-            lo += 1
-        out.append(hi - lo + 1)
-    return out
 
 
 def over_limit(times: list[float], window_s: float, limit: int) -> int:

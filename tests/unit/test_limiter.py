@@ -7,6 +7,7 @@ import pytest
 
 from backbeat.config.providers import Outcome
 from backbeat.config.settings import RateSpec
+from backbeat.simulator.ledger import max_in_window
 from backbeat.workers.keys import Keys
 from backbeat.workers.limiter import Limiter, Policy
 
@@ -21,15 +22,6 @@ def make(redis, rate=TEN_PER_S, burst=None, account="acct", purpose="submit",
          policy=FAST, **kw):
     return Limiter(redis, Keys("bb"), account, purpose, rate, policy,
                    burst=rate.limit if burst is None else burst, margin_ms=0, **kw)
-
-
-def max_in_window(times_ms, window_ms):
-    times, best, lo = sorted(times_ms), 0, 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= window_ms:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 def test_burst_limit_grants_back_to_back_then_waits(redis):
