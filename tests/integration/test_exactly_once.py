@@ -7,7 +7,6 @@ import subprocess
 import pytest
 import requests
 
-from backbeat.api.processes import wait_until
 from backbeat.workers.signing import sign
 
 pytestmark = pytest.mark.integration
@@ -31,7 +30,7 @@ def test_timed_out_call_is_adopted_by_its_callback_not_paid_twice(stack, client,
     assert stats["timeouts_after_accept"] == 1
 
 
-def test_no_callback_within_grace_resubmits_and_reports_it(stack, client, payload):
+def test_no_callback_within_grace_resubmits_and_reports_it(stack, client, payload, wait):
     """Given an uncertain call whose callbacks never come, expect a resubmission after the
     grace period: a deliberate, recorded duplicate, never a silent one."""
     sim = stack["sim"]
@@ -39,7 +38,7 @@ def test_no_callback_within_grace_resubmits_and_reports_it(stack, client, payloa
     job = client.enqueue("add-vocals", payload.vocals("Grace exceeded"))
     # the simulator draws the fault when a call arrives: once the first call is in, only it
     # times out (switching off later raced the resubmission itself)
-    wait_until(lambda: sim.stats()["calls_total"] >= 1, 60, "the first create call")
+    wait(lambda: sim.stats()["calls_total"] >= 1, timeout=60, what="the first create call")
     sim.set_knobs(accept_timeout_rate=0.0)
     done = client.wait(job["id"], timeout=90)
     assert done["state"] == "succeeded" and done["attempts"] == 2
