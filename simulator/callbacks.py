@@ -192,8 +192,6 @@ class CallbackSender:
         """Record the final fate of one event on its task and in the counters."""
         if event.generation != self._generation:
             return
-        if counter:
-            self._ledger.count(counter)
         record = {
             "type": event.kind,
             "outcome": outcome,
@@ -204,3 +202,6 @@ class CallbackSender:
             "wall": time.time(),
         }
         self._ledger.add_callback_record(event.task, record)
+        # counted after the record, so a reader who sees the count also sees the record
+        if counter:
+            self._ledger.count(counter)
