@@ -66,6 +66,7 @@ class CallbackSender:
         self._cond = threading.Condition()
         self._seq = itertools.count()
         self._generation = 0
+        self._delivering = 0  # popped from the heap, fate not recorded yet
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._session = requests.Session()
@@ -98,9 +99,9 @@ class CallbackSender:
             self._generation += 1
 
     def pending(self) -> int:
-        """Number of events waiting (including retries)."""
+        """Number of events waiting (including retries) or being delivered right now."""
         with self._cond:
-            return len(self._heap)
+            return len(self._heap) + self._delivering
 
     def schedule(self, task: Task, kind: str, due: float, lost: bool, duplicate: bool) -> None:
         """Queue the ``kind`` callback of ``task`` at monotonic ``due``."""
@@ -129,10 +130,14 @@ class CallbackSender:
                 if self._stopping:
                     return
                 event = heapq.heappop(self._heap)
+                self._delivering += 1
             try:
                 self._fire(event)
             except Exception:  # the sender must survive anything one delivery does
                 log.exception("callback delivery crashed for task %s", event.task.task_id)
+            finally:
+                with self._cond:
+                    self._delivering -= 1
 
     def _fire(self, event: _Event) -> None:
         """Deliver one event: lost, disabled, sent, retried or given up."""
@@ -145,9 +150,9 @@ class CallbackSender:
             event.attempts += 1
             status = self._post(event, cfg)
             if status == 200:
-                self._finish(event, "sent", status, counter="callbacks_sent")
-                if event.duplicate_copy:
+                if event.duplicate_copy:  # before "sent": a reader never sees it lag behind
                     self._count(event, "callbacks_duplicated")
+                self._finish(event, "sent", status, counter="callbacks_sent")
             elif event.attempts <= len(BACKOFF_S):
                 self._retry(event, cfg)
             else:
@@ -184,14 +189,16 @@ class CallbackSender:
                 self._cond.notify_all()
 
     def _count(self, event: _Event, counter: str) -> None:
-        """Count ``counter`` unless a reset happened since the event was scheduled."""
-        if event.generation == self._generation:
-            self._ledger.count(counter)
+        """Count ``counter`` unless a reset happened since the event was scheduled (checked
+        under the ledger's lock, which a reset holds: an old delivery never counts anew)."""
+        with self._ledger.lock:
+            if event.generation == self._generation:
+                self._ledger.count(counter)
 
     def _finish(self, event: _Event, outcome: str, status: int | None, counter: str = "") -> None:
-        """Record the final fate of one event on its task and in the counters."""
-        if event.generation != self._generation:
-            return
+        """Record the final fate of one event on its task and in the counters, in one step
+        under the ledger's lock (which a reset holds): the record and its count appear
+        together, and an event from before a reset leaves no trace in the fresh ledger."""
         record = {
             "type": event.kind,
             "outcome": outcome,
@@ -201,7 +208,9 @@ class CallbackSender:
             "t": time.monotonic(),
             "wall": time.time(),
         }
-        self._ledger.add_callback_record(event.task, record)
-        # counted after the record, so a reader who sees the count also sees the record
-        if counter:
-            self._ledger.count(counter)
+        with self._ledger.lock:
+            if event.generation != self._generation:
+                return
+            self._ledger.add_callback_record(event.task, record)
+            if counter:
+                self._ledger.count(counter)

@@ -169,9 +169,13 @@ class Ledger:
         with self.lock:
             return [dict(c) for c in self._calls]
 
-    def record_poll(self, task_id: str | None, code: int) -> None:
-        """Append one record-info poll (t, taskId, code), capped at MAX_POLL_LOG entries."""
+    def record_poll(self, task_id: str | None, code: int, counter: str | None = None) -> None:
+        """Count one record-info poll (and ``counter`` beside it) and append it to the poll log
+        (t, taskId, code), which is capped at MAX_POLL_LOG entries."""
         with self.lock:
+            self._counts["polls"] += 1
+            if counter:
+                self._counts[counter] += 1
             if len(self._polls) < MAX_POLL_LOG:
                 self._polls.append({"t": time.monotonic(), "taskId": task_id, "code": code})
 

@@ -138,16 +138,18 @@ class Simulator:
         t: float, drop: bool, slow: bool,
     ) -> Answer:
         """Create and charge the task, schedule its callbacks, then answer (or not)."""
+        outcome = "dropped_after_accept" if drop else "timeout_after_accept" if slow else "accepted"
+        # one step under the ledger's lock: a reader sees the task, its call record and every
+        # count they make together, or none of them
         with self.ledger.lock:
             task_id = f"{self.rng.getrandbits(128):032x}"
             task = plan_task(task_id, endpoint, body, cfg, self.rng, t)
-        self.ledger.add_task(task)
-        self._schedule_callbacks(task, cfg)
-        outcome = "dropped_after_accept" if drop else "timeout_after_accept" if slow else "accepted"
-        self.ledger.record_call(
-            t=t, endpoint=endpoint, code=None if drop else 200, title=title, taskId=task_id,
-            outcome=outcome,
-        )
+            self.ledger.add_task(task)
+            self._schedule_callbacks(task, cfg)
+            self.ledger.record_call(
+                t=t, endpoint=endpoint, code=None if drop else 200, title=title,
+                taskId=task_id, outcome=outcome,
+            )
         if drop:
             return Answer(drop=True)
         delay = cfg.latency_ms / 1000 + (cfg.accept_timeout_sleep_s if slow else 0.0)
@@ -165,33 +167,34 @@ class Simulator:
 
     def record_info(self, task_id: str | None, authorization: str | None) -> Answer:
         """Handle GET record-info and log it (GET /__polls)."""
-        answer = self._record_info(task_id, authorization)
+        answer, counter = self._record_info(task_id, authorization)
         self.ledger.record_poll(task_id, int(answer.body.get("code", answer.status))
-                                if isinstance(answer.body, dict) else answer.status)
+                                if isinstance(answer.body, dict) else answer.status, counter)
         return answer
 
-    def _record_info(self, task_id: str | None, authorization: str | None) -> Answer:
-        """GET record-info: faults, auth, unknown task, poll windows, then the data."""
+    def _record_info(self, task_id: str | None,
+                     authorization: str | None) -> tuple[Answer, str | None]:
+        """GET record-info: faults, auth, unknown task, poll windows, then the data. Returns
+        the answer and the poll counter it adds beside ``polls`` (counted with the poll's log
+        entry, so the counts and the log agree at any moment)."""
         cfg = self.config
-        self.ledger.count("polls")
         (server_error,) = self._draw(cfg.server_error_rate)
         if cfg.maintenance:
-            return self.error("maintenance", cfg)
+            return self.error("maintenance", cfg), None
         if server_error:
-            return self.error("server_error", cfg)
+            return self.error("server_error", cfg), None
         if not self._authorized(cfg, authorization):
-            return self.error("unauthorized", cfg)
+            return self.error("unauthorized", cfg), None
         task = self.ledger.task(task_id) if task_id else None
         if task is None:
-            self.ledger.count("polls_unknown_task")
-            return self.error("invalid", cfg, "task not found")
+            return self.error("invalid", cfg, "task not found"), "polls_unknown_task"
         account = (cfg.rate_limit, cfg.rate_window_s) if cfg.polls_count_in_window else None
         limit, window_s = cfg.poll_limit_per_s, cfg.poll_window_s
         if not self.ledger.admit_poll(task.task_id, limit, window_s, account):
-            self.ledger.count("polls_throttled")
-            return self.error("throttled", cfg)
+            return self.error("throttled", cfg), "polls_throttled"
         data = record_info_data(task, time.monotonic())
-        return Answer(200, envelope(200, "success", data), delay_s=cfg.latency_ms / 1000)
+        answer = Answer(200, envelope(200, "success", data), delay_s=cfg.latency_ms / 1000)
+        return answer, None
 
     # -- admin ---------------------------------------------------------------------------
 
@@ -204,8 +207,9 @@ class Simulator:
         """The /__stats document."""
         cfg = self.config
         out = {"profile": cfg.profile}
-        out.update(self.ledger.stats(cfg.rate_limit, cfg.rate_window_s))
-        out["callbacks_pending"] = self.callbacks.pending()
+        with self.ledger.lock:  # the counters and the pending events of one moment
+            out.update(self.ledger.stats(cfg.rate_limit, cfg.rate_window_s))
+            out["callbacks_pending"] = self.callbacks.pending()
         return out
 
     def set_knobs(self, updates: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from backbeat.api.processes import wait_until as poll_until
 from backbeat.simulator import SimConfig, SimServer
 
 #: every wait in these tests gives up after this many seconds
-WAIT_S = 15.0
+WAIT_S = 60.0
 
 
 def _wait_until(predicate: Callable[[], Any], timeout: float = WAIT_S) -> Any:

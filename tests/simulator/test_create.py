@@ -26,7 +26,10 @@ def poll(http, sim, task_id, **kw):
 @pytest.mark.parametrize("endpoint", CREATE)
 def test_accepted_flow(make_sim, http, make_body, profile, endpoint):
     # Given a simulator for the profile
-    sim = make_sim(profile=profile, callbacks_enabled=False)
+    # (a slow timeline: the task must still be PENDING when it is polled, however slow the
+    # machine)
+    sim = make_sim(profile=profile, callbacks_enabled=False, text_after_s=60, first_after_s=60,
+                   complete_after_s=60)
     # When a valid request is sent
     resp = post(http, sim, endpoint, make_body(endpoint))
     # Expect 200 with a 32-hex taskId, and record-info knows the task

@@ -153,7 +153,8 @@ def test_failed_callback_retried_then_given_up(make_sim, http, make_body, receiv
 
 def test_retry_succeeds_after_receiver_recovers(make_sim, http, make_body, receiver, wait_until):
     receiver.fail_with = 500
-    sim = make_sim(complete_only_rate=1.0, callback_backoff_scale=0.5, **FAST)
+    # retries 2.5 s, 5 s, 10 s apart: ample time to recover the receiver before the last
+    sim = make_sim(complete_only_rate=1.0, callback_backoff_scale=5, **FAST)
     task_id = submit(http, sim, make_body(callback_url=receiver.url))
     wait_until(lambda: receiver.bodies(task_id))
     receiver.fail_with = None
