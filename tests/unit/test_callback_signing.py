@@ -9,6 +9,7 @@ import pytest
 
 from backbeat.api.web import create_app
 from backbeat.config.settings import Settings
+from backbeat.workers import jobs
 from backbeat.workers.runtime import Runtime
 from backbeat.workers.signing import sign
 from backbeat.workers.states import JobState
@@ -73,3 +74,24 @@ def test_malformed_callbacks_get_field_errors(kie_app, bad):
     resp = client.post(f"/v1/callbacks/j1?sig={sign(rt.secret, 'j1')}", json=bad,
                        headers=kie_headers())
     assert resp.status_code in (401, 422) and resp.json["code"] in (401, 422)
+
+
+def test_a_late_callback_of_a_retried_jobs_earlier_task_is_ignored(kie_app):
+    """Given a job that failed on task T1 and was retried, expect T1's late callbacks to change
+    nothing, whether the new round is still queued or already submitting (where a callback of
+    an unknown task would otherwise be adopted as this round's)."""
+    client, rt = kie_app
+    url = f"/v1/callbacks/j1?sig={sign(rt.secret, 'j1')}"
+    error = {"code": 501, "msg": "generation failed",
+             "data": {"callbackType": "error", "task_id": "T1", "data": []}}
+    assert client.post(url, json=error, headers=kie_headers()).json["state"] == "failed"
+    jobs.retry(rt, "j1")
+    for state in (JobState.QUEUED, JobState.SUBMITTING):
+        if state is JobState.SUBMITTING:
+            rt.store.transition("j1", JobState.SUBMITTING, "round two")
+        for late in (body("text"), error):
+            resp = client.post(url, json=late, headers=kie_headers())
+            assert resp.status_code == 200 and resp.json["msg"] == "no change"
+        job = rt.store.get("j1")
+        assert job.state is state and not job.upstream_task_id and job.get("adopted") != "1"
+    assert rt.store.get("j1").get("previous_task_ids") == "T1"
