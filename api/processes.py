@@ -38,16 +38,19 @@ class Proc:
     name: str
     popen: subprocess.Popen
     log_path: Path
+    #: where this run's output starts in ``log_path`` (a restarted process appends to it)
+    log_offset: int = 0
 
     @classmethod
     def start(cls, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Proc:
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{name}.log"
         log = open(log_path, "ab")  # noqa: SIM115 - owned by the child
+        offset = log.tell()
         popen = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
-        return cls(name, popen, log_path)
+        return cls(name, popen, log_path, offset)
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -55,13 +58,22 @@ class Proc:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def own_log_text(self) -> str:
+        """The output of this run only (not of an earlier process that wrote the same log)."""
+        if not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as f:
+            f.seek(self.log_offset)
+            return f.read().decode(errors="replace")
+
     def wait_for_log(self, needle: str, timeout_s: float = 60.0) -> None:
+        """Wait until this run (not an earlier one appending to the same log) prints ``needle``."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if needle in self.log_text():
+            if needle in self.own_log_text():
                 return
             if not self.alive():
-                raise RuntimeError(f"{self.name} exited early:\n{self.log_text()[-3000:]}")
+                raise RuntimeError(f"{self.name} exited early:\n{self.own_log_text()[-3000:]}")
             time.sleep(0.1)
         raise TimeoutError(f"{self.name}: {needle!r} not seen in {timeout_s} s")
 
