@@ -90,7 +90,10 @@ def test_pool_process_killed_mid_call_is_not_paid_twice(fleet, sim, wait):
     sim.set_knobs(latency_ms=3000)
     f = fleet("fk", workers=1, concurrency=1, web=True, BACKBEAT_READ_TIMEOUT="10")
     job = f.client.enqueue("add-vocals", vocals("Killed mid-call"))
-    wait(lambda: f.client.get(job["id"])["state"] == "submitting", timeout=60, what="in call")
+    # the simulator counts the task when it accepts the call, then holds the answer 3 s: the
+    # call is in flight from here (the job's own "submitting" state may already have moved
+    # on, as the text callback can adopt the task while the answer is still held)
+    wait(lambda: sim.stats()["accepted"] == 1, timeout=60, what="call accepted, answer held")
     worker = next(p for p in f.procs if p.name == "worker0")
     children = subprocess.run(["pgrep", "-P", str(worker.popen.pid)], capture_output=True,
                               text=True).stdout.split()

@@ -85,11 +85,13 @@ def test_maintenance_window_gets_one_probe_per_interval(fleet, sim):
     assert [j["state"] for j in jobs] == ["succeeded"] * 20
     calls = requests.get(f"{sim.url}/__calls", timeout=10).json()
     hits = sorted(c["t"] for c in calls if c["code"] == 455)
-    first_burst = [t for t in hits if t - hits[0] < 0.5]
+    # the breaker opens for >= 1 s from the first 455's answer: whatever reached the provider
+    # before that were the calls already in flight when it tripped
+    first_burst = [t for t in hits if t - hits[0] < 0.9]
     assert len(first_burst) <= 6  # at most the calls in flight when it tripped
-    later = [t for t in hits if t - hits[0] >= 0.5]
-    gaps = [b - a for a, b in zip([first_burst[-1], *later], later, strict=False)]
-    assert later and min(gaps) >= 0.9, gaps  # one probe per (>= 1 s) interval, never two
+    probes = [t for t in hits if t - hits[0] >= 0.9]
+    gaps = [b - a for a, b in zip([hits[0], *probes], probes, strict=False)]
+    assert probes and min(gaps) >= 0.9, gaps  # one probe per (>= 1 s) interval, never two
     assert sim.stats()["accepted"] == 20 and sim.stats()["duplicates_by_title"] == 0
 
 
@@ -139,15 +141,19 @@ def _measure_paused_fleet(fleet, port):
     f = fleet("fq", workers=2, concurrency=2, BACKBEAT_POLL_INTERVAL="1",
               BACKBEAT_REDIS_URL=f"redis://127.0.0.1:{port}/0")
     f.client.rt.submit_limiter.pause("test")
-    time.sleep(2)  # let the fleet settle into its idle loop
-    idle = _commands_per_second(redis, 8)
+    time.sleep(6)  # let the fleet settle into its idle loop (one housekeeping period)
+    # samples of two whole housekeeping periods (5 s): each holds the same beat ticks
+    idle = _commands_per_second(redis, 10)
     pipe = redis.pipeline(transaction=False)
     for n in range(5000):
         pipe.zadd("fq:parked", {f"job-{n}": n})
     pipe.execute()
-    loaded = _commands_per_second(redis, 8)
-    assert loaded["total"] < 60, loaded
+    loaded = _commands_per_second(redis, 10)
+    # the idle cost is the beat's 3.2 ticks/s (reconcile, pump, notify every 1 s here,
+    # housekeeping every 5 s) at about 19 commands each, Celery's task events included: about
+    # 60/s, measured; what matters is that 5,000 parked jobs add nothing to it
     assert loaded["total"] <= idle["total"] + 5, (idle, loaded)
+    assert loaded["total"] < 100, loaded
     assert redis.zcard("fq:parked") == 5000 and redis.llen("fq:celery:submit") == 0
 
 

@@ -28,6 +28,9 @@ def polls_by_task(sim):
 
 def test_with_callbacks_delivered_polls_stay_rare(stack, client, payload):
     sim = stack["sim"]
+    # the text callback comes 0.1 s after acceptance, well before the first poll (1 s after
+    # submission), which it pushes back to a safety-net check
+    sim.set_knobs(text_after_s=0.1, first_after_s=0.4, complete_after_s=0.7)
     ids = [client.enqueue("add-vocals", payload.vocals(f"Cb {n}"))["id"] for n in range(10)]
     jobs = [client.wait(i, timeout=90) for i in ids]
     assert all(j["state"] == "succeeded" for j in jobs)

@@ -134,13 +134,23 @@ def test_rejected_by_provider_fails_without_retry(stack, client, payload):
 def test_batch_stays_inside_the_provider_window_and_key_never_leaks(stack, client, payload):
     """Given 30 jobs at once, expect all to succeed, no window over 20/10s at the provider,
     and the provider key nowhere: not in Celery messages, job records, events or logs."""
+    from celery.signals import before_task_publish
+
     redis, sim = stack["redis"], stack["sim"]
-    ids = [client.enqueue("add-instrumental" if n % 2 else "add-vocals",
-                          payload.instrumental(f"Batch {n}") if n % 2
-                          else payload.vocals(f"Batch {n}"))["id"] for n in range(30)]
-    queued_messages = redis.lrange("bb:celery:submit", 0, -1)
-    assert queued_messages, "expected messages waiting in the submit queue"
-    for raw in queued_messages:
+    published: list[str] = []  # every message as it goes to the broker (headers and body)
+
+    def capture(body=None, headers=None, **_kw):
+        published.append(repr((headers, body)))
+
+    before_task_publish.connect(capture, weak=False)
+    try:
+        ids = [client.enqueue("add-instrumental" if n % 2 else "add-vocals",
+                              payload.instrumental(f"Batch {n}") if n % 2
+                              else payload.vocals(f"Batch {n}"))["id"] for n in range(30)]
+    finally:
+        before_task_publish.disconnect(capture)
+    assert len(published) == 30 and all(job_id in "".join(published) for job_id in ids)
+    for raw in [*published, *redis.lrange("bb:celery:submit", 0, -1)]:
         assert API_KEY not in raw
     for job_id in ids:
         assert client.wait(job_id, timeout=120)["state"] == "succeeded"
