@@ -2,7 +2,9 @@
 
 backbeat ``Limiter.try_acquire()`` vs ``limits`` (MovingWindowRateLimiter + RedisStorage,
 ``hit``) vs ``pyrate-limiter`` 4.x (``Limiter(RedisBucket)``, ``try_acquire(blocking=False)``).
-Rounds are interleaved (A B C A B C ...); the median ops/s of each is reported, with ratios.
+In each round the contenders take turns in slices of SLICE_OPS calls (A B C, B C A, C A B,
+...), so a noisy neighbour slows all of them alike; the median ops/s of each is reported,
+with the median of the per-round ratios.
 
 Two cases: *granted* (a limit of 10^9 per 60 s, keys emptied before each round, so every call
 is a grant) and *refused* (5 per 60 s, filled first, so every call is a refusal: what waiting
@@ -27,8 +29,10 @@ from backbeat.workers.keys import Keys
 from backbeat.workers.limiter import Limiter, Policy
 
 GOAL = "backbeat granted acquire >= 1.0x `limits` ops/s (median of per-round ratios)"
-#: most operations in one round, whatever its duration
+#: most operations of one contender in one round, whatever its duration
 MAX_OPS_PER_ROUND = 2_000_000
+#: calls a contender makes in one turn before the next takes over (about 10-30 ms)
+SLICE_OPS = 128
 BIG, SMALL, WINDOW_S = 10**9, 5, 60
 
 
@@ -64,18 +68,34 @@ def _script_usec(stack: Stack) -> tuple[int, int]:
     return int(stat.get("calls", 0)), int(stat.get("usec", 0))
 
 
-def _round(op: Callable[[], Any], seconds: float) -> tuple[float, int, int]:
-    """(ops/s, ops, granted) for ``seconds`` or MAX_OPS_PER_ROUND operations."""
-    granted = n = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    while n < MAX_OPS_PER_ROUND:
-        for _ in range(64):
-            granted += bool(op())
-        n += 64
-        if time.perf_counter() >= deadline:
-            break
-    return n / (time.perf_counter() - start), n, granted
+def _round(ops: dict[str, Callable[[], Any]], seconds: float,
+           stack: Stack) -> dict[str, tuple[float, int, int, float]]:
+    """One round: the contenders take turns in slices of SLICE_OPS calls (the order rotating
+    each turn) for about ``seconds`` each. Returns name -> (ops/s, ops, granted, script us per
+    call in Redis). Each contender's time is the sum of its own slices only, so the noise of a
+    shared machine, which changes over tens of milliseconds and more, falls on all alike."""
+    names = list(ops)
+    spent = dict.fromkeys(names, 0.0)
+    count, granted, usec = dict.fromkeys(names, 0), dict.fromkeys(names, 0), dict.fromkeys(names, 0)
+    deadline = time.perf_counter() + seconds * len(names)
+    turn = 0
+    while time.perf_counter() < deadline and count[names[0]] < MAX_OPS_PER_ROUND:
+        k = turn % len(names)
+        for name in names[k:] + names[:k]:
+            op = ops[name]
+            calls0, usec0 = _script_usec(stack)
+            g = 0
+            start = time.perf_counter()
+            for _ in range(SLICE_OPS):
+                g += bool(op())
+            spent[name] += time.perf_counter() - start
+            calls1, usec1 = _script_usec(stack)
+            count[name] += SLICE_OPS
+            granted[name] += g
+            usec[name] += usec1 - usec0
+        turn += 1
+    return {name: (count[name] / spent[name], count[name], granted[name],
+                   usec[name] / count[name]) for name in names}
 
 
 def _case(stack: Stack, limit: int, rounds: int, seconds: float, log: Log) -> dict[str, Any]:
@@ -92,18 +112,16 @@ def _case(stack: Stack, limit: int, rounds: int, seconds: float, log: Log) -> di
         ops: dict[str, int] = {name: 0 for name in c}
         usec: dict[str, list[float]] = {name: [] for name in c}
         for r in range(rounds):
-            for name, (op, keys) in c.items():
-                if limit == BIG:
-                    stack.redis.delete(*keys)
-                calls0, usec0 = _script_usec(stack)
-                rate, n, g = _round(op, seconds)
-                calls1, usec1 = _script_usec(stack)
+            if limit == BIG:
+                stack.redis.delete(*(key for _op, keys in c.values() for key in keys))
+            result = _round({name: op for name, (op, _keys) in c.items()}, seconds, stack)
+            for name, (rate, n, g, us) in result.items():
                 per[name].append(rate)
-                usec[name].append((usec1 - usec0) / max(1, calls1 - calls0))
+                usec[name].append(us)
                 granted[name] += g
                 ops[name] += n
                 log(f"  round {r + 1} {name:15s} {rate:9.0f} ops/s  ({n} ops, {g} granted; "
-                    f"script {usec[name][-1]:.1f} us/call in Redis)")
+                    f"script {us:.1f} us/call in Redis)")
         return {"per": per, "granted": granted, "ops": ops, "usec": usec}
     finally:
         close()
@@ -116,7 +134,8 @@ def _paired(per: dict[str, list[float]], other: str) -> float:
 
 def run(stack: Stack, quick: bool, log: Log) -> Section:
     rounds, seconds = (3, 0.5) if quick else (9, 1.0)
-    log(f"acquire throughput: {rounds} interleaved rounds x {seconds} s per contender")
+    log(f"acquire throughput: {rounds} rounds x {seconds} s per contender, "
+        f"interleaved in slices of {SLICE_OPS} calls")
     log(f"granted case: limit {BIG} per {WINDOW_S} s")
     granted = _case(stack, BIG, rounds, seconds, log)
     log(f"refused case: limit {SMALL} per {WINDOW_S} s, filled first")
@@ -146,9 +165,11 @@ def run(stack: Stack, quick: bool, log: Log) -> Section:
         "",
         *[f"- {line}" for line in summary],
         f"- goal ({GOAL}): **{'met' if met else 'MISSED'}**",
-        "- one process, one thread, one connection each, same redis-server; rounds interleaved "
-        "(backbeat, limits, pyrate-limiter, repeated); keys emptied before each granted round.",
-        "- script us/call in Redis: `INFO commandstats` EVALSHA usec / calls over each round "
+        f"- one process, one thread, one connection each, same redis-server; within each round "
+        f"the contenders take turns in slices of {SLICE_OPS} calls, the order rotating each "
+        "turn, and each is timed over its own slices only; keys emptied before each granted "
+        "round.",
+        "- script us/call in Redis: `INFO commandstats` EVALSHA usec / calls over each slice "
         "(median of the rounds): the server's CPU per acquire, much less noisy than ops/s.",
         "- backbeat reads the Redis clock (`TIME`) inside its script and checks the pause / "
         "breaker / cool-down gates in the same call; `limits` and pyrate-limiter send the "
