@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import request
@@ -20,6 +22,17 @@ from .schemas import ErrorOut, JobOut, JobPage, ListArgs
 IDEMPOTENCY_HEADER = {"in": "header", "name": "Idempotency-Key", "required": False,
                       "schema": {"type": "string", "maxLength": 200,
                                  "pattern": "^[A-Za-z0-9._:\\-]+$"}}
+
+
+@contextmanager
+def _job_errors() -> Iterator[None]:
+    """The job calls' refusals as HTTP answers: no such job 404, wrong state 409."""
+    try:
+        yield
+    except JobNotFound as err:
+        abort(404, message=str(err))
+    except InvalidTransition as err:
+        abort(409, message=str(err))
 
 
 def jobs_blueprint(rt: Runtime) -> Blueprint:
@@ -76,10 +89,8 @@ def jobs_blueprint(rt: Runtime) -> Blueprint:
         @blp.alt_response(404, schema=ErrorOut, description="no such job")
         def get(self, job_id: str) -> Any:
             """Read one job's current state and its history."""
-            try:
+            with _job_errors():
                 return _public(jobs.get(rt, job_id), history=True)
-            except JobNotFound as err:
-                abort(404, message=str(err))
 
         @blp.doc(security=[{"bearer": []}])
         @blp.response(200, JobOut)
@@ -87,12 +98,8 @@ def jobs_blueprint(rt: Runtime) -> Blueprint:
         @blp.alt_response(409, schema=ErrorOut, description="already submitted: cannot cancel")
         def delete(self, job_id: str) -> Any:
             """Cancel a job that has not been submitted yet."""
-            try:
+            with _job_errors():
                 return jobs.cancel(rt, job_id).to_public()
-            except JobNotFound as err:
-                abort(404, message=str(err))
-            except InvalidTransition as err:
-                abort(409, message=str(err))
 
     @blp.route("/<job_id>/retry", methods=["POST"])
     @blp.doc(security=[{"bearer": []}])
@@ -101,12 +108,8 @@ def jobs_blueprint(rt: Runtime) -> Blueprint:
     @blp.alt_response(409, schema=ErrorOut, description="not failed or expired")
     def retry(job_id: str) -> Any:
         """Requeue a failed or expired job (dead letter) with a fresh retry budget."""
-        try:
+        with _job_errors():
             return jobs.retry(rt, job_id).to_public()
-        except JobNotFound as err:
-            abort(404, message=str(err))
-        except InvalidTransition as err:
-            abort(409, message=str(err))
 
     def _public(job: Any, history: bool) -> dict:
         out = job.to_public()
