@@ -73,7 +73,7 @@ def apply_callback(rt: Runtime, job_id: str, payload: Any) -> CallbackResult:
         raise LookupError(job_id)
     task_id, update = upstream.from_callback(body)
     adopted = False
-    if task_id and task_id in (job.get("previous_task_ids") or "").split(","):
+    if task_id and task_id in job.previous_task_ids:
         # a late callback of the task an earlier round made (the job was retried since): it
         # says nothing about this round, and must not be adopted as this round's task
         log.info("job %s: callback of earlier task %s ignored", job_id, task_id)

@@ -62,12 +62,12 @@ def cancel(rt: Runtime, job_id: str) -> Job:
 def retry(rt: Runtime, job_id: str) -> Job:
     """Send a ``failed`` or ``expired`` job round again (a fresh retry budget, same record)."""
     job = get(rt, job_id)
-    previous = ",".join(t for t in (job.get("previous_task_ids"), job.upstream_task_id) if t)
+    previous = job.previous_task_ids + ([job.upstream_task_id] if job.upstream_task_id else [])
     result = rt.store.transition(
         job_id, JobState.QUEUED, "retried by caller", retry=True,
         fields={"failures": 0, "+retries": 1, "-error_code": "", "-error_message": "",
                 "-uncertain": "", "-upstream_task_id": "", "-tracks": "", "-callbacks": "",
-                "previous_task_ids": previous},
+                "previous_task_ids": ",".join(previous)},
     )
     if not result.applied:
         raise InvalidTransition(job_id, (result.before or job.state).value, "queued (retry)")

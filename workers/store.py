@@ -59,6 +59,12 @@ class Job:
         return self.raw.get("upstream_task_id") or None
 
     @property
+    def previous_task_ids(self) -> list[str]:
+        """Upstream tasks of earlier rounds (before each caller retry), oldest first; stored
+        comma-joined in ``previous_task_ids``."""
+        return [t for t in (self.raw.get("previous_task_ids") or "").split(",") if t]
+
+    @property
     def tracks(self) -> list[dict[str, Any]]:
         return json.loads(self.raw.get("tracks") or "[]")
 
