@@ -33,7 +33,7 @@ def run_one(stack: Stack, idx: int, name: str, knobs: dict[str, str], limit: int
             windows: int, log: Log) -> dict:
     prefix = f"ba{idx}"
     stack.clear_prefix(prefix)
-    stack.reset_sim(rate_limit=limit, rate_window_s=window_s)
+    stack.sim.reset(rate_limit=limit, rate_window_s=window_s)
     env = stack.env(prefix, BACKBEAT_SUBMIT_RATE=f"{3 * limit}/{window_s:g}s",
                     BACKBEAT_SUBMIT_BURST="1", **knobs)
     client = Client(Settings.from_env(env))
@@ -42,13 +42,13 @@ def run_one(stack: Stack, idx: int, name: str, knobs: dict[str, str], limit: int
     with Fleet(env, Path(stack.run_dir) / prefix, WORKERS, SLOTS):
         enqueue_backlog(client, limit * (windows + 3), prefix)
         wait_for(lambda: stack.sim.stats()["calls_total"] > 0, 60, "a first create call")
-        t0 = stack.calls()[0]["t"]
+        t0 = stack.sim.calls()[0]["t"]
         for k in range(1, windows + 1):  # sample the limiter at each window's end
             end = t0 + k * window_s
             while time.monotonic() < end:
                 time.sleep(min(0.5, max(0.0, end - time.monotonic())))
             effective.append(lim.state()["effective_limit"])
-        calls, stats, state = stack.calls(), stack.stats(), lim.state()
+        calls, stats, state = stack.sim.calls(), stack.sim.stats(), lim.state()
     stack.clear_prefix(prefix)
     in_run = [c for c in calls if c["t"] < t0 + windows * window_s]
     acc = per_window([c["t"] for c in in_run if c["outcome"] == "accepted"], t0, window_s,

@@ -50,7 +50,7 @@ def run(stack: Stack, quick: bool, log: Log) -> Section:
     rounds, seconds = (1, 5.0) if quick else (2, 10.0)
     prefix = "bp"
     stack.clear_prefix(prefix)
-    stack.reset_sim()
+    stack.sim.reset()
     env = stack.env(prefix, BACKBEAT_POLL_INTERVAL="2")
     client = Client(Settings.from_env(env))
     client.rt.submit_limiter.pause("bench")

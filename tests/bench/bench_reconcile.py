@@ -70,7 +70,7 @@ def cycle_cost(stack: Stack, quick: bool, log: Log) -> tuple[list[list[str]], fl
     prefix, total = "br", (2_000 if quick else 10_000)
     small = total // 10
     stack.clear_prefix(prefix)
-    stack.reset_sim(rate_limit=1_000_000, rate_window_s=1.0, text_after_s=3600,
+    stack.sim.reset(rate_limit=1_000_000, rate_window_s=1.0, text_after_s=3600,
                     first_after_s=3600, complete_after_s=3600, poll_limit_per_s=1000)
     env = stack.env(prefix, BACKBEAT_POLL_RATE="100000/1s")
     rt = Runtime(Settings.from_env(env))
@@ -100,7 +100,7 @@ def polls_per_job(stack: Stack, quick: bool, log: Log) -> list[list[str]]:
     for label, callbacks in (("callbacks delivered", True), ("every callback lost", False)):
         prefix = "bc" if callbacks else "bl"
         stack.clear_prefix(prefix)
-        stack.reset_sim(rate_limit=50, rate_window_s=1.0, text_after_s=1.0, first_after_s=2.0,
+        stack.sim.reset(rate_limit=50, rate_window_s=1.0, text_after_s=1.0, first_after_s=2.0,
                         complete_after_s=4.0, callbacks_enabled=callbacks)
         port = free_port()
         env = stack.env(prefix, BACKBEAT_SUBMIT_RATE="50/1s", BACKBEAT_SUBMIT_BURST="10",

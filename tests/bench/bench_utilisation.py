@@ -52,18 +52,18 @@ def run_one(stack: Stack, workers: int, conc: int, burst: int, limit: int, windo
             skip: int, measure: int, log: Log) -> dict:
     prefix = f"bu{workers}x{conc}b{burst}"
     stack.clear_prefix(prefix)
-    stack.reset_sim(rate_limit=limit, rate_window_s=window_s)
+    stack.sim.reset(rate_limit=limit, rate_window_s=window_s)
     env = stack.env(prefix, BACKBEAT_SUBMIT_RATE=f"{limit}/{window_s:g}s",
                     BACKBEAT_SUBMIT_BURST=str(burst))
     backlog = limit * (skip + measure + 3)
     with Fleet(env, Path(stack.run_dir) / prefix, workers, conc):
         enqueue_backlog(Client(Settings.from_env(env)), backlog, prefix)
         wait_for(lambda: stack.sim.stats()["calls_total"] > 0, 60, "a first create call")
-        t0 = stack.calls()[0]["t"]
+        t0 = stack.sim.calls()[0]["t"]
         end = t0 + (skip + measure) * window_s + 0.5
         while time.monotonic() < end:  # bounded by ``end``
             time.sleep(min(1.0, max(0.0, end - time.monotonic())))
-        calls, stats = stack.calls(), stack.stats()
+        calls, stats = stack.sim.calls(), stack.sim.stats()
     stack.clear_prefix(prefix)
     times = [c["t"] for c in calls]
     accepted = [c["t"] for c in calls if c["outcome"] == "accepted"]

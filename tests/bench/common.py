@@ -104,7 +104,7 @@ class SimProcess:
                                env, run_dir)
         try:
             wait_http(f"{self.url}/__health", START_TIMEOUT_S)
-            self.set_knobs(callbacks_enabled=False, **FAST_TIMELINE)
+            self.reset()
         except BaseException:
             self.stop()
             raise
@@ -112,10 +112,19 @@ class SimProcess:
     def stats(self) -> dict[str, Any]:
         return requests.get(f"{self.url}/__stats", timeout=30).json()
 
+    def calls(self) -> list[dict[str, Any]]:
+        return requests.get(f"{self.url}/__calls", timeout=30).json()
+
     def set_knobs(self, **knobs: Any) -> dict[str, Any]:
         resp = requests.post(f"{self.url}/__faults", json=knobs, timeout=10)
         resp.raise_for_status()
         return resp.json()
+
+    def reset(self, **knobs: Any) -> None:
+        """Empty ledger, default knobs, then ``knobs`` (callbacks off, fast timeline)."""
+        requests.post(f"{self.url}/__reset", json={"faults": True},
+                      timeout=10).raise_for_status()
+        self.set_knobs(**{"callbacks_enabled": False, **FAST_TIMELINE, **knobs})
 
     def stop(self) -> None:
         self.proc.stop()
@@ -173,18 +182,6 @@ class Stack:
                 "BACKBEAT_MAX_ATTEMPTS": "3",
                 "BACKBEAT_KEY_PREFIX": prefix,
                 **overrides}
-
-    def reset_sim(self, **knobs: Any) -> None:
-        """Empty ledger, default knobs, then ``knobs`` (callbacks off, fast timeline)."""
-        requests.post(f"{self.sim.url}/__reset", json={"faults": True},
-                      timeout=10).raise_for_status()
-        self.sim.set_knobs(**{"callbacks_enabled": False, **FAST_TIMELINE, **knobs})
-
-    def calls(self) -> list[dict[str, Any]]:
-        return requests.get(f"{self.sim.url}/__calls", timeout=30).json()
-
-    def stats(self) -> dict[str, Any]:
-        return requests.get(f"{self.sim.url}/__stats", timeout=30).json()
 
     def clear_prefix(self, prefix: str) -> None:
         for key in self.redis.scan_iter(f"{prefix}:*", count=1000):
