@@ -42,6 +42,7 @@ from ..config.providers import Outcome
 from ..config.settings import RateSpec, Settings
 from . import scripts
 from .keys import Keys
+from .redis_conn import server_ms
 
 A = TypeVar("A")
 
@@ -220,8 +221,7 @@ class Limiter:
     def state(self) -> dict[str, Any]:
         """What operators see: effective rate, tokens left, cool-down, breaker, pause."""
         raw = self.redis.hgetall(self.state_key)
-        seconds, micros = self.redis.time()
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        now_ms = server_ms(self.redis)
         factor = float(raw.get(f"{self.purpose}:factor") or 1)
         eff = max(1, int(self.rate.limit * factor + 1e-9))
         used = self.redis.zcount(self.log_key, now_ms - self.window_ms + 1, "+inf")

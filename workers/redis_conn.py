@@ -7,6 +7,12 @@ from functools import cache
 from redis import Redis
 
 
+def server_ms(redis: Redis) -> int:
+    """The Redis server's clock in ms: the one clock every worker on every machine shares."""
+    seconds, micros = redis.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 @cache
 def client(url: str) -> Redis:
     """A decode_responses client for ``url``; shared within the process."""

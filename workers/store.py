@@ -14,6 +14,7 @@ from redis import Redis
 from . import scripts
 from .errors import IdempotencyConflict
 from .keys import Keys
+from .redis_conn import server_ms
 from .states import JobState
 
 #: approximate cap of the events stream (XADD MAXLEN ~)
@@ -291,8 +292,7 @@ class JobStore:
         self.redis.zadd(schedule_key, {job_id: now_ms + delay_ms}, xx=True)
 
     def now_ms(self) -> int:
-        seconds, micros = self.redis.time()
-        return int(seconds) * 1000 + int(micros) // 1000
+        return server_ms(self.redis)
 
     def read_events(self, last_id: str = "$", block_ms: int | None = None, count: int = 100):
         """Events after ``last_id`` as [(stream_id, {job, from, to, reason, t})]."""

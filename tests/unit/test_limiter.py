@@ -10,6 +10,7 @@ from backbeat.config.settings import RateSpec
 from backbeat.simulator.ledger import max_in_window
 from backbeat.workers.keys import Keys
 from backbeat.workers.limiter import Limiter, Policy
+from backbeat.workers.redis_conn import server_ms
 
 FAST = Policy(beta=0.5, cooldown_ms=300, breaker_base_ms=400, breaker_cap_ms=2000,
               pause_probe_ms=400, probe_lease_ms=1000, flight_ms=60_000)
@@ -89,14 +90,14 @@ def test_throttle_cuts_once_per_cooldown_however_many_report_it(redis):
 
 def test_retry_after_sets_the_minimum_cooldown(redis):
     lim = make(redis)
-    reported_ms = _server_ms(redis)  # no later than the report's own clock
+    reported_ms = server_ms(redis)  # no later than the report's own clock
     lim.report(Outcome.THROTTLED, retry_after_s=5)
     refused = lim.try_acquire()
     # the cool-down ends (refusal time + wait) at least Retry-After after the report, at most
     # 20% jitter past it: whenever the test looks, however late
     cooldown_until_ms = refused.at_ms + refused.wait_s * 1000
     assert refused.kind == "cooldown"
-    assert reported_ms + 5000 <= cooldown_until_ms <= _server_ms(redis) + 6000
+    assert reported_ms + 5000 <= cooldown_until_ms <= server_ms(redis) + 6000
 
 
 def test_successes_raise_the_rate_back_to_the_ceiling(redis):
@@ -171,7 +172,7 @@ def test_an_unanswered_call_counts_as_arriving_now_until_its_answer(redis):
         assert not refused.granted and refused.kind == "window"
         assert refused.wait_s == pytest.approx(1.0, abs=0.002)  # a whole window from now
         time.sleep(1.1)
-    answered_ms = _server_ms(redis)  # no later than the answer's own stamp
+    answered_ms = server_ms(redis)  # no later than the answer's own stamp
     lim.report(Outcome.ACCEPTED, first)
     assert lim.state()["in_flight"] == 1
     third = lim.acquire(max_wait_s=10)  # the first answer now counts at its answer time
@@ -194,17 +195,12 @@ def test_a_grant_nobody_reports_stops_counting_after_the_flight_bound(redis):
     assert lim.try_acquire().granted
 
 
-def _server_ms(redis) -> int:
-    seconds, micros = redis.time()
-    return int(seconds) * 1000 + int(micros) // 1000
-
-
 def test_pacing_keeps_its_schedule_when_a_waiter_wakes_late(redis):
     """Given burst 1 (slots T = 10 s apart) and a waiter that wakes 1 s after its slot (less
     than T/2), expect the next slot one T after the missed one, not one T after the grant;
     given one that comes more than T/2 late, expect the schedule to start afresh."""
     lim = make(redis, RateSpec(10, 100_000), burst=1)
-    slot = _server_ms(redis) - 1_000  # the slot a sleeping waiter was woken for, 1 s ago
+    slot = server_ms(redis) - 1_000  # the slot a sleeping waiter was woken for, 1 s ago
     redis.hset(lim.state_key, "submit:pace", slot)
     late = lim.try_acquire()
     assert late.granted
@@ -212,7 +208,7 @@ def test_pacing_keeps_its_schedule_when_a_waiter_wakes_late(redis):
     refused = lim.try_acquire()
     assert not refused.granted and round(refused.wait_s * 1000) <= slot + 10_000 - late.at_ms
 
-    stale = _server_ms(redis) - 6_000  # more than T/2 ago: nobody was waiting for it
+    stale = server_ms(redis) - 6_000  # more than T/2 ago: nobody was waiting for it
     redis.hset(lim.state_key, "submit:pace", stale)
     fresh = lim.try_acquire()
     assert fresh.granted
