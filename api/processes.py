@@ -55,25 +55,23 @@ class Proc:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def own_log_text(self) -> str:
-        """The output of this run only (not of an earlier process that wrote the same log)."""
+    def log_text(self, own: bool = False) -> str:
+        """The whole log, or with ``own`` the output of this run only (not of an earlier
+        process that appended to the same log)."""
         if not self.log_path.exists():
             return ""
         with open(self.log_path, "rb") as f:
-            f.seek(self.log_offset)
+            f.seek(self.log_offset if own else 0)
             return f.read().decode(errors="replace")
 
     def wait_for_log(self, needle: str, timeout_s: float = 60.0) -> None:
         """Wait until this run (not an earlier one appending to the same log) prints ``needle``."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if needle in self.own_log_text():
+            if needle in self.log_text(own=True):
                 return
             if not self.alive():
-                raise RuntimeError(f"{self.name} exited early:\n{self.own_log_text()[-3000:]}")
+                raise RuntimeError(f"{self.name} exited early:\n{self.log_text(own=True)[-3000:]}")
             time.sleep(0.1)
         raise TimeoutError(f"{self.name}: {needle!r} not seen in {timeout_s} s")
 
