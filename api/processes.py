@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,8 +96,10 @@ class Proc:
             pass
 
 
-def start_redis(log_dir: Path, port: int, appendonly: bool = False) -> Proc:
-    """A private redis-server on 127.0.0.1:port, ready when this returns."""
+def start_redis(log_dir: Path, port: int, appendonly: bool = False,
+                extra_args: Sequence[str] = ()) -> Proc:
+    """A private redis-server on 127.0.0.1:port, ready when this returns; ``extra_args`` are
+    added to its command line (e.g. ``("--replicaof", "127.0.0.1", "6379")``)."""
     exe = shutil.which("redis-server")
     if exe is None:
         raise RuntimeError("redis-server not found: run deploy/ensure-redis.sh")
@@ -105,18 +107,55 @@ def start_redis(log_dir: Path, port: int, appendonly: bool = False) -> Proc:
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
             "--save", "", "--appendonly", "yes" if appendonly else "no",
-            "--appendfsync", "everysec"]
+            "--appendfsync", "everysec", *extra_args]
     proc = Proc.start(f"redis-{port}", argv, dict(os.environ), log_dir)
+    _wait_ping(proc, port, "redis-server")
+    return proc
+
+
+def start_sentinel(log_dir: Path, port: int, master_name: str, primary_port: int,
+                   quorum: int = 2, down_after_ms: int = 1500,
+                   failover_timeout_ms: int = 6000) -> Proc:
+    """A private ``redis-sentinel`` on 127.0.0.1:port monitoring the primary on
+    127.0.0.1:primary_port as ``master_name``; ready (answering PING) when this returns. Its
+    config file, which Sentinel rewrites as it learns the topology, is written into
+    ``log_dir``."""
+    exe = shutil.which("redis-sentinel")
+    if exe is None:
+        raise RuntimeError("redis-sentinel not found: run deploy/ensure-redis.sh")
+    data_dir = log_dir / f"sentinel-{port}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    conf = data_dir / "sentinel.conf"
+    conf.write_text("\n".join([
+        f"port {port}",
+        "bind 127.0.0.1",
+        f"dir {data_dir}",
+        f"sentinel monitor {master_name} 127.0.0.1 {primary_port} {quorum}",
+        f"sentinel down-after-milliseconds {master_name} {down_after_ms}",
+        f"sentinel failover-timeout {master_name} {failover_timeout_ms}",
+        f"sentinel parallel-syncs {master_name} 1",
+        "",
+    ]))
+    proc = Proc.start(f"sentinel-{port}", [exe, str(conf)], dict(os.environ), log_dir)
+    _wait_ping(proc, port, "redis-sentinel")
+    return proc
+
+
+def _wait_ping(proc: Proc, port: int, what: str, timeout_s: float = 20.0) -> None:
     client = Redis(port=port, socket_connect_timeout=1)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.ping()
-            return proc
-        except Exception:  # noqa: BLE001 - not up yet
-            if time.monotonic() > deadline or not proc.alive():
-                raise RuntimeError(f"redis-server did not start:\n{proc.log_text()}") from None
-            time.sleep(0.05)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except Exception:  # noqa: BLE001 - not up yet
+                if time.monotonic() > deadline or not proc.alive():
+                    proc.stop()  # never leave a half-started server behind
+                    raise RuntimeError(f"{what} did not start:\n{proc.log_text()}") from None
+                time.sleep(0.05)
+    finally:
+        client.close()
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "",

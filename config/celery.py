@@ -6,20 +6,25 @@ from typing import Any
 
 from kombu import Queue
 
+from .redis_urls import broker_url_and_options
 from .settings import Settings
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery settings mapping, one comment per key."""
+    # a Sentinel URL (either spelling, config/redis_urls.py) becomes kombu's ``sentinel://``
+    # form plus the ``master_name`` transport option; a plain URL is passed as it is
+    broker_url, sentinel_options = broker_url_and_options(settings.broker_url)
     # the visibility timeout is longer than any hold (a submit delivery holds at most a quarter
     # of it inline, see workers/submission.py, and no countdowns are sent: long waits park in
     # Redis), so kombu redelivers only messages whose worker was lost
     transport = {
         "visibility_timeout": int(settings.visibility_timeout_s),
         "global_keyprefix": f"{settings.key_prefix}:celery:",
+        **sentinel_options,
     }
     return {
-        "broker_url": settings.broker_url,
+        "broker_url": broker_url,
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
         # job state lives in the job store; Celery results would only duplicate it

@@ -7,8 +7,8 @@ reprs, tracebacks or Flower.
 ========================  ==========================================  ===========================
 variable                  meaning                                     default
 ========================  ==========================================  ===========================
-BACKBEAT_REDIS_URL        job store and limiter                       redis://127.0.0.1:6379/0
-BACKBEAT_BROKER_URL       Celery broker                               the Redis URL
+BACKBEAT_REDIS_URL        job store and limiter (or a Sentinel URL)   redis://127.0.0.1:6379/0
+BACKBEAT_BROKER_URL       Celery broker (or a Sentinel URL)           the Redis URL
 BACKBEAT_PROVIDER         ``kie`` or ``sunoapi``                      sunoapi
 BACKBEAT_API_BASE_URL     provider base URL                           the profile's official URL
 BACKBEAT_API_KEY          provider key (never logged)                 (empty)
@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .providers import ProviderProfile, get_profile
+from .redis_urls import is_sentinel, parse_sentinel
 
 
 class Secret:
@@ -219,6 +220,12 @@ class Settings:
             provider_webhook_key=Secret(get("PROVIDER_WEBHOOK_KEY")),
             visibility_timeout_s=_float(get("VISIBILITY_TIMEOUT", "3600"), "VISIBILITY_TIMEOUT"),
         )
+        for name, url in (("REDIS_URL", settings.redis_url), ("BROKER_URL", settings.broker_url)):
+            if is_sentinel(url):  # a malformed Sentinel URL fails here, naming the variable
+                try:
+                    parse_sentinel(url)
+                except ValueError as exc:
+                    raise ValueError(f"BACKBEAT_{name}: {exc}") from None
         if settings.env not in ("dev", "prod"):
             raise ValueError("BACKBEAT_ENV must be 'dev' or 'prod'")
         if settings.uncertain_policy not in ("resubmit", "fail"):
