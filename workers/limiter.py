@@ -23,11 +23,42 @@ answer's time: the provider stamps the call somewhere in between, so no delay be
 arrival can put N+1 calls into one of the provider's windows. Every grant must therefore be
 reported (``report``) or given back (``release``); one nobody reports (its worker died) stops
 counting ``flight_ms`` after it was granted.
+
+Lost state (Redis restarted without its data, or with an AOF that lost its last second, or a
+failover to a replica that had not yet received the last grants): the log no longer holds calls
+the provider has seen, so it must not grant a fresh window at once. Each account's state names
+the Redis instance (``run_id``) that last decided its fence, and acquire.lua grants only on that
+instance. Redis 7 neither replicates nor persists scripts (checked: SCRIPT LOAD on a primary is
+not on its replica, nor on the replica once promoted; a restart from RDB or AOF has none; but a
+demoted primary KEEPS its scripts, even through a full resync), so acquire is loaded per
+instance (its first line names the instance's run_id) in one MULTI with fence.lua: a script
+with that text exists on that instance only, and it grants only while the state names that
+instance too; else (NOSCRIPT, or the reply "recheck") the caller runs fence.lua. fence.lua
+fences the account (no grant in any of its buckets until one window after now) when the state
+names another instance (restored, replicated, or a failback to a demoted primary), or when it
+is empty while this process had seen another instance at the same address for the account
+(data lost while the fleet lived). Every grant the lost data held was made before the new
+instance took over, so a call answered before the fence began cannot share a provider window
+with a grant made after it. A new deployment (empty state, no other instance seen) is not
+fenced, nor is a SCRIPT FLUSH (the state names this instance). A fence refusal is kind
+"fence", waited out like "window".
+
+What it cannot see (left open): every process that talked to the old instance gone along with
+the data, or a process that never did (a worker started at that moment) reaching the new
+instance first, which then looks like a new deployment; a replica promoted before it received
+even the account's first record, reached at a new address (no process remembers that address;
+a Sentinel client keeps one address, its service); an instance promoted again after missing
+ALL of another's term (its own old decision still stands); keys deleted or evicted on a live
+instance (an operator's FLUSHALL; Redis must run with ``noeviction``); and a call still
+unanswered when the data was lost whose answer comes after the fence began (the fence counts
+from then, not from its arrival). Redis older than 7.0 replicated and persisted scripts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import logging
 import random
 import secrets
 import time
@@ -46,6 +77,8 @@ from .redis_conn import server_ms
 
 A = TypeVar("A")
 
+log = logging.getLogger(__name__)
+
 #: smallest safety margin added to every window, in ms (for the provider's clock vs Redis's)
 MIN_MARGIN_MS = 20
 #: safety margin as a share of the window (0.5% of 10 s = 50 ms)
@@ -54,6 +87,13 @@ MARGIN_SHARE = 0.005
 WAKE_JITTER_MS = 5
 #: refusals that never end by themselves within a short sleep: the caller should park the job
 GATED = frozenset({"paused", "breaker"})
+
+#: (Redis address, account state key) -> run_id of the instance this process last decided or
+#: learned the account's fence on: one that saw another instance where the state is now empty
+#: knows it was lost (a dict: its reads and writes are atomic)
+_SEEN: dict[tuple[Any, ...], str] = {}
+#: rounds of fence.lua + acquire in one try_acquire while the instance keeps changing
+FENCE_ROUNDS = 3
 
 _SIGNALS = {
     Outcome.ACCEPTED: "up", Outcome.REJECTED: "up", Outcome.THROTTLED: "throttled",
@@ -70,6 +110,7 @@ class Grant(NamedTuple):
     #: the Redis server time of the answer, in ms
     at_ms: int = 0
     #: "ok" | "probe" | "pause_probe" when granted; "paused" | "breaker" | "cooldown" | "window"
+    #: | "fence" (after lost state, see the module's docstring) when refused
     kind: str = "ok"
     #: identifies the grant in the log, so ``report`` can record when the call was answered
     grant_id: str = ""
@@ -110,6 +151,14 @@ def default_margin_ms(window_ms: int) -> int:
     return max(MIN_MARGIN_MS, int(window_ms * MARGIN_SHARE))
 
 
+def _address(redis: Redis) -> tuple[Any, ...]:
+    """Where ``redis`` connects (a restart keeps it; a Sentinel pool names its service)."""
+    pool = redis.connection_pool
+    kw = pool.connection_kwargs
+    return (kw.get("host"), kw.get("port"), kw.get("path"), kw.get("db", 0),
+            getattr(pool, "service_name", None))
+
+
 class Limiter:
     """One bucket (account x purpose) plus the account's shared gates. Thread-safe."""
 
@@ -126,16 +175,17 @@ class Limiter:
         self.respect_pause = respect_pause
         self.log_key = keys.bucket_log(account, purpose)
         self.state_key = keys.limiter_state(account)
-        self._acquire = scripts.register(redis, "acquire")
         self._report = scripts.register(redis, "report")
+        self._seen_key = (*_address(redis), self.state_key)
         # the acquire path is hot (workers ask again and again while waiting): its command is
         # built once, with the bucket's whole configuration in one argument, and sent straight
         # as EVALSHA (going through the Script object measured 6-8% slower per acquire)
         self._config = "|".join(str(x) for x in (
             purpose, rate.limit, self.window_ms, self.burst, "1" if respect_pause else "0",
             self.policy.probe_lease_ms, self.policy.flight_ms)).encode()
-        self._head = (self._acquire.sha, 2, self.log_key.encode(), self.state_key.encode(),
-                      self._config)
+        #: EVALSHA head of acquire for the instance this process knows the account on (none
+        #: yet: the first try_acquire meets NOSCRIPT and decides the fence)
+        self._head = self._for_instance(_SEEN.get(self._seen_key, ""))[1]
         #: grant ids: unique across processes (random prefix) and within one (a counter)
         self._id_prefix = f"{secrets.token_hex(6)}-"
         self._ids = itertools.count()
@@ -145,14 +195,64 @@ class Limiter:
         grant_id = f"{self._id_prefix}{next(self._ids)}"
         try:
             reply = self.redis.execute_command("EVALSHA", *self._head, grant_id)
-        except NoScriptError:  # a restarted or flushed Redis: load it (same sha), ask again
-            self.redis.script_load(self._acquire.script)
-            reply = self.redis.execute_command("EVALSHA", *self._head, grant_id)
-        granted, wait_ms, now_ms, kind = (reply.decode() if isinstance(reply, bytes)
-                                          else reply).split("|")
+        except NoScriptError:  # an instance not known to this process (restart, failover...)
+            reply = "0|0|0|recheck"
+        if isinstance(reply, bytes):
+            reply = reply.decode()
+        if reply.endswith("|recheck"):  # or the state was decided elsewhere, or lost
+            reply = self._decide_then_acquire(grant_id)
+        granted, wait_ms, now_ms, kind = reply.split("|")
         if granted == "1":
             return Grant(True, 0.0, int(now_ms), kind, grant_id)
         return Grant(False, int(float(wait_ms)) / 1000, int(now_ms), kind)
+
+    def _for_instance(self, run_id: str) -> tuple[str, tuple[Any, ...]]:
+        """acquire.lua's text for the instance ``run_id`` (its first line names it, so its
+        sha is that instance's own) and the EVALSHA head that asks for it."""
+        text = f"local instance = '{run_id}'\n{scripts.source('acquire')}"
+        sha = hashlib.sha1(text.encode()).hexdigest()
+        return text, (sha, 2, self.log_key.encode(), self.state_key.encode(), self._config)
+
+    def _decide_then_acquire(self, grant_id: str) -> str:
+        """Decide the fence on the current instance, then ask again (a few rounds while the
+        instance keeps changing under us; then a short "fence" refusal)."""
+        for _ in range(FENCE_ROUNDS):
+            self.fence_check()
+            try:
+                reply = self.redis.execute_command("EVALSHA", *self._head, grant_id)
+            except NoScriptError:
+                continue
+            reply = reply.decode() if isinstance(reply, bytes) else reply
+            if not reply.endswith("|recheck"):
+                return reply
+        return f"0|{WAKE_JITTER_MS * 10}|{server_ms(self.redis)}|fence"
+
+    def fence_check(self) -> str:
+        """Run fence.lua on the current Redis instance and load acquire for it, in one
+        transaction (no grant on an instance before its fence decision); returns fence.lua's
+        verdict: "same" | "new" (not fenced) | "moved" | "lost" (fenced for one window)."""
+        expected = str(self.redis.info("server")["run_id"])
+        if not expected.isalnum():  # it goes into the script's text
+            raise RuntimeError(f"unexpected run_id in INFO server: {expected!r}")
+        text, head = self._for_instance(expected)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.eval(scripts.source("fence"), 1, self.state_key, _SEEN.get(self._seen_key, ""))
+        pipe.script_load(text)
+        decided = pipe.execute()[0]
+        run_id, fence_at, why = (decided.decode() if isinstance(decided, bytes)
+                                 else decided).split("|")
+        if run_id != expected:
+            # the instance changed between INFO and MULTI: the script just loaded names
+            # another instance; never leave it there (a later failback could make it valid)
+            self.redis.script_flush()
+        else:
+            self._head = head
+        _SEEN[self._seen_key] = run_id
+        if why in ("moved", "lost"):
+            log.warning("limiter: %s %s (instance %s): no grant for one window from %s ms",
+                        self.state_key, "restored or replicated from another instance"
+                        if why == "moved" else "lost", run_id, fence_at)
+        return why
 
     def acquire(self, max_wait_s: float, sleep: Callable[[float], None] = time.sleep) -> Grant:
         """Sleep until granted; return the refusal at once when the account is paused or
@@ -228,6 +328,7 @@ class Limiter:
         in_flight = self.redis.zcount(self.log_key, f"({now_ms}", "+inf")  # not answered yet
         cool = int(raw.get(f"{self.purpose}:cooldown_until") or 0)
         b_until = int(raw.get("breaker:until") or 0)
+        fence_end = int(raw.get("fence_at") or 0) + self.window_ms
         return {
             "purpose": self.purpose,
             "rate": str(self.rate),
@@ -237,6 +338,7 @@ class Limiter:
             "tokens": max(0, eff - used),
             "in_flight": in_flight,
             "cooldown_s": max(0, cool - now_ms) / 1000,
+            "fence_s": max(0, fence_end - now_ms) / 1000,
             "cuts": int(raw.get(f"{self.purpose}:cuts") or 0),
             "throttles": int(raw.get(f"{self.purpose}:throttles") or 0),
             "breaker": {

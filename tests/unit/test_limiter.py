@@ -1,10 +1,13 @@
 """The adaptive limiter on a real Redis: exact window, AIMD, breaker, pause (server clock)."""
 
+import signal
 import threading
 import time
 
 import pytest
+from redis import Redis
 
+from backbeat.api.processes import free_port, start_redis, wait_until
 from backbeat.config.providers import Outcome
 from backbeat.config.settings import RateSpec
 from backbeat.simulator.ledger import max_in_window
@@ -235,3 +238,168 @@ def test_a_call_that_raises_counts_as_answered_when_it_raised(redis):
     with pytest.raises(OSError):
         lim.call(grant, send)
     assert lim.state()["in_flight"] == 0  # lowered to the time it raised, not held in flight
+
+
+# -- lost state: a Redis instance new to the account fences it for one window ---------------
+
+
+class OwnRedis:
+    """A redis-server of the test's own on a free port, to kill and start again on it."""
+
+    def __init__(self, run_dir, appendonly=False):
+        self.run_dir, self.port, self.appendonly = run_dir, free_port(), appendonly
+        self.proc = start_redis(run_dir, self.port, appendonly=appendonly)
+        self.client = Redis(port=self.port, decode_responses=True)
+
+    def restart(self):
+        """SIGKILL, then start again on the same port (empty unless appendonly)."""
+        self.proc.signal(signal.SIGKILL)
+        self.proc.popen.wait(20)
+        self.proc = start_redis(self.run_dir, self.port, appendonly=self.appendonly)
+
+    def run_id(self):
+        return self.client.info("server")["run_id"]
+
+
+@pytest.fixture
+def own_redis(redis_server, run_dir):
+    """``own_redis(appendonly=False)``: private redis-servers, stopped after the test."""
+    started = []
+
+    def make(appendonly=False):
+        server = OwnRedis(run_dir, appendonly)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.proc.stop()
+
+
+def test_no_fence_on_a_new_deployment(redis):
+    """Given an empty state and a process that never saw another instance, expect no fence."""
+    lim = make(redis, RateSpec(3, 60_000), account="fresh")
+    assert [lim.try_acquire().kind for _ in range(4)] == ["ok", "ok", "ok", "window"]
+    assert redis.hget(lim.state_key, "fence_at") is None
+    assert redis.hget(lim.state_key, "server") == redis.info("server")["run_id"]
+    assert lim.state()["fence_s"] == 0
+
+
+def test_fence_when_the_state_names_another_instance(redis):
+    """Given a state recorded by another instance (restored from RDB/AOF, or replicated to a
+    promoted replica), expect no grant in any bucket of the account for one window."""
+    redis.hset(Keys("bb").limiter_state("moved"), "server", "f" * 40)
+    submit = make(redis, RateSpec(3, 60_000), account="moved")
+    poll = make(redis, RateSpec(3, 60_000), account="moved", purpose="poll")
+    refused = submit.try_acquire()
+    assert not refused.granted and refused.kind == "fence" and 55 < refused.wait_s <= 60
+    assert poll.try_acquire().kind == "fence"  # the fence is the account's
+    assert redis.hget(submit.state_key, "fence:why") == "moved"
+    assert 55 < submit.state()["fence_s"] <= 60
+    fence_at = int(redis.hget(submit.state_key, "fence_at"))
+    assert fence_at + 60_000 == refused.at_ms + round(refused.wait_s * 1000)  # one window
+    assert submit.fence_check() == "same"  # decided on this instance: not fenced again
+    assert int(redis.hget(submit.state_key, "fence_at")) == fence_at
+
+
+def test_the_fence_lasts_one_window_then_grants_the_full_window(redis):
+    redis.hset(Keys("bb").limiter_state("short"), "server", "f" * 40)
+    lim = make(redis, RateSpec(3, 1000), account="short")
+    refused = lim.try_acquire()
+    assert refused.kind == "fence" and 0 < refused.wait_s <= 1
+    fence_at = int(redis.hget(lim.state_key, "fence_at"))
+    first = lim.acquire(max_wait_s=30)
+    assert first.granted and first.at_ms >= fence_at + 1000
+    assert [lim.try_acquire().kind for _ in range(3)] == ["ok", "ok", "window"]
+
+
+def test_a_script_flush_on_the_same_instance_does_not_fence(redis):
+    lim = make(redis, RateSpec(3, 60_000), account="flush")
+    assert lim.try_acquire().granted
+    redis.script_flush()
+    assert [lim.try_acquire().kind for _ in range(3)] == ["ok", "ok", "window"]
+
+
+def test_fence_after_data_loss_with_a_surviving_limiter(own_redis):
+    """Given limiters that granted a full window, then Redis SIGKILLed and restarted empty,
+    expect the surviving objects (and new ones in this process) to grant nothing for one
+    window, in every account and bucket: not only the first to meet the new instance."""
+    server = own_redis()
+    old = server.run_id()
+    rate = RateSpec(3, 60_000)
+    a_submit = make(server.client, rate, account="a")
+    a_poll = make(server.client, rate, account="a", purpose="poll")
+    b_submit = make(server.client, rate, account="b")
+    for lim in (a_submit, a_poll, b_submit):
+        assert [lim.try_acquire().kind for _ in range(4)] == ["ok", "ok", "ok", "window"]
+    server.restart()
+    assert server.run_id() != old and server.client.dbsize() == 0
+    assert a_submit.try_acquire().kind == "fence"  # NOSCRIPT -> fence.lua -> fenced
+    assert a_poll.try_acquire().kind == "fence"    # same account: its acquire is loaded now
+    assert b_submit.try_acquire().kind == "fence"  # another account: its own sha, own fence
+    late = make(server.client, rate, account="a")  # a new object in this surviving process
+    assert late.try_acquire().kind == "fence"
+    state = server.client.hgetall(a_submit.state_key)
+    assert state["fence:why"] == "lost" and state["fence:previous"] == old
+    assert state["server"] == server.run_id()
+
+
+def test_fence_after_an_aof_restart(own_redis):
+    """Given an AOF restart (the log may miss its last second), expect a fence, also for a
+    limiter object made after the restart."""
+    server = own_redis(appendonly=True)
+    lim = make(server.client, RateSpec(3, 60_000), account="aof")
+    assert lim.try_acquire().granted
+    server.client.bgrewriteaof()  # whatever fsync policy: the state is on disk
+
+    def rewritten():
+        info = server.client.info("persistence")
+        return info["aof_rewrite_in_progress"] == 0 and info["aof_rewrite_scheduled"] == 0
+
+    wait_until(rewritten, 30, "aof rewrite")
+    server.restart()
+    assert server.client.hget(lim.state_key, "server") is not None  # restored
+    fresh = make(server.client, RateSpec(3, 60_000), account="aof")
+    assert fresh.try_acquire().kind == "fence" and lim.try_acquire().kind == "fence"
+    assert server.client.hget(lim.state_key, "fence:why") == "moved"
+
+
+def test_fence_after_a_failback_to_a_demoted_primary_that_kept_its_scripts(own_redis):
+    """Given A primary, a switchover to B (A demoted: its process, and so its script cache,
+    lives on), grants on B, then A promoted again, expect A's old acquire script (still cached
+    there) to grant nothing until the fence decided on A has lasted a window."""
+    a, b = own_redis(), own_redis()
+    rate = RateSpec(3, 1000)
+    on_a = make(a.client, rate, account="fb")
+    assert on_a.try_acquire().granted
+    sha_on_a = on_a._head[0]
+
+    def follow(replica, primary):
+        replica.client.replicaof("127.0.0.1", primary.port)
+        wait_until(lambda: replica.client.info("replication")["master_link_status"] == "up",
+                   30, "replication link")
+
+    follow(b, a)
+    b.client.replicaof("no", "one")  # switchover: B is the primary, A follows it
+    follow(a, b)
+    on_b = make(b.client, rate, account="fb")
+    assert on_b.try_acquire().kind == "fence"  # the state names A
+    assert on_b.acquire(max_wait_s=30).granted
+    wait_until(lambda: a.client.hget(on_a.state_key, "server") == b.run_id(), 30, "replicated")
+    a.client.replicaof("no", "one")  # failback
+    assert a.client.script_exists(sha_on_a) == [True]  # A kept its script through it all
+    refused = on_a.try_acquire()
+    assert not refused.granted and refused.kind == "fence"
+    assert a.client.hget(on_a.state_key, "fence:why") == "moved"
+
+
+def test_an_instance_that_changes_during_the_fence_check_keeps_no_script(redis, monkeypatch):
+    """Given INFO answering for one instance and the MULTI running on another (a failover in
+    between), expect no acquire script left that names the first, and no grant."""
+    lim = make(redis, RateSpec(3, 60_000), account="stray")
+    other = "0" * 40
+    monkeypatch.setattr(redis, "info", lambda *a, **k: {"run_id": other})
+    refused = lim.try_acquire()
+    assert not refused.granted and refused.kind == "fence" and refused.wait_s < 1
+    stray_sha = lim._for_instance(other)[1][0]
+    assert redis.script_exists(stray_sha) == [False]

@@ -3,6 +3,8 @@
 -- Call: EVALSHA sha 2 log state  config grant_id
 --   config = "purpose|limit|window_ms|burst|respect_pause|probe_lease_ms|flight_ms", one
 --   argument the caller encodes once (fewer arguments: a cheaper call on the hot path)
+--   The caller puts one line before this text, ``local instance = '<run_id>'``: the run_id of
+--   the Redis instance it loads the script on (so the text, and its sha, are that instance's).
 -- KEYS[1] log    zset  grant id -> the latest time (ms) its request can have reached the
 --                      provider: while unanswered, grant + flight_ms (a time in the future,
 --                      so it counts as "arriving now"); report.lua lowers it to the answer's
@@ -10,7 +12,7 @@
 -- KEYS[2] state  hash  the account's shared limiter state (one hash tag with the logs):
 --                      <purpose>:factor, <purpose>:cooldown_until, <purpose>:pace, breaker,
 --                      breaker:until, breaker:probe_until, pause, pause:auto, pause:probe_at,
---                      pause:probe_until
+--                      pause:probe_until, server and fence_at (written by fence.lua)
 -- config fields:
 --   purpose         "submit" or "poll"
 --   limit           N of the rule N/W (the configured ceiling)
@@ -23,7 +25,16 @@
 -- ARGV[2] grant_id  a caller-made unique id for this grant (the log's member)
 -- Returns one string "granted|wait_ms|now_ms|kind" (granted 1|0). kind: "ok" | "probe"
 -- (breaker half-open) | "pause_probe" when granted; "paused" | "breaker" | "cooldown" |
--- "window" when refused. One string, not an array: the cheapest reply to parse.
+-- "window" | "fence" when refused; "recheck" (granted 0) asks the caller to run fence.lua
+-- first. One string, not an array: the cheapest reply to parse.
+-- Lost state (limiter.py's docstring): the caller loads this script, its first line naming the
+-- instance, in one MULTI with fence.lua on that instance, so a script with that text exists
+-- there only (Redis neither replicates nor persists scripts). Whoever runs it is therefore on
+-- ``instance``, and it grants only while the state's ``server`` (the instance that made the
+-- account's last fence decision) is that same instance: otherwise the state was decided
+-- elsewhere (a failover, a failback to a demoted primary that kept its scripts) or lost, and
+-- the reply is "recheck". After a fence decision, no grant before fence_at + window: a refusal
+-- "fence", to be waited out like "window".
 -- The effective limit is floor(limit * factor) (AIMD, see report.lua), at least 1.
 -- Exactness: the provider stamps a call somewhere between its grant and its answer. A new
 -- grant waits until the N-th newest call's latest possible stamp (its answer, or "now" while
@@ -43,7 +54,8 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local f_pace = purpose .. ':pace'
 local s = redis.call('HMGET', KEYS[2], purpose .. ':factor', purpose .. ':cooldown_until',
-                     'breaker', 'pause', f_pace)
+                     'breaker', 'pause', f_pace, 'server', 'fence_at')
+if s[6] ~= instance then return '0|0|' .. now_ms .. '|recheck' end
 local factor = tonumber(s[1]) or 1
 local cooldown_until = tonumber(s[2]) or 0
 local breaker_open = s[3] == 'open'
@@ -72,6 +84,8 @@ if (respect_pause and paused) or breaker_open then  -- the slow path reads the g
   end
 end
 if now_ms < cooldown_until then return refuse(cooldown_until - now_ms, 'cooldown') end
+local fence_end = (tonumber(s[7]) or 0) + window_ms
+if now_ms < fence_end then return refuse(fence_end - now_ms, 'fence') end
 
 local eff = math.max(1, math.floor(limit * factor + 1e-9))
 local wait_ms = 0
