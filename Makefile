@@ -10,15 +10,15 @@ STAMP  := $(VENV)/.deps-stamp
 # package is installed non-editable, so a file missing from the package (a .lua script) fails
 # there, not in production; on a developer's machine it stays editable.
 setup: $(STAMP)
+	bash deploy/ensure-redis.sh
 ifdef CI
 	$(BIN)/pip install -q --no-deps --force-reinstall . >/dev/null
 else
 	$(BIN)/pip install -q --no-deps -e . >/dev/null
 endif
-	@$(BIN)/python -c "import backbeat.workers.scripts as s; [s.source(n) for n in ('acquire', 'report', 'transition', 'create_job', 'annotate', 'claim_due')]"
+	@$(BIN)/python -c "import backbeat.workers.scripts as s; [s.source(n) for n in ('acquire', 'fence', 'report', 'transition', 'create_job', 'annotate', 'claim_due', 'lease', 'reclaim', 'rescue_stranded', 'add_duplicate')]"
 
 $(STAMP): pyproject.toml
-	bash deploy/ensure-redis.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade "pip>=25.1"
 	$(BIN)/pip install -q . --group test --group bench --group lint

@@ -53,6 +53,11 @@ TEST_ENV = {
     "BACKBEAT_MAX_ATTEMPTS": "3",
 }
 os.environ.update(TEST_ENV)
+#: the variables a deployment must set to reach its Redis, provider and gateway: a fleet given
+#: only these runs on the shipped defaults for every timeout, rate and delay
+CONNECTION_VARS = ("BACKBEAT_REDIS_URL", "BACKBEAT_PROVIDER", "BACKBEAT_API_BASE_URL",
+                   "BACKBEAT_API_KEY", "BACKBEAT_CALLBACK_BASE_URL", "BACKBEAT_SECRET",
+                   "BACKBEAT_API_TOKENS")
 
 from backbeat.config.settings import Settings, get_settings  # noqa: E402
 
@@ -204,10 +209,15 @@ def auth() -> dict[str, str]:
 class Fleet:
     """Several real worker processes plus a beat, isolated under their own key prefix."""
 
-    def __init__(self, run_dir: Path, prefix: str, overrides: dict[str, str]) -> None:
+    def __init__(self, run_dir: Path, prefix: str, overrides: dict[str, str],
+                 defaults: bool = False) -> None:
         from backbeat.api.client import Client
 
-        self.env = {**os.environ, **TEST_ENV, "BACKBEAT_KEY_PREFIX": prefix, **overrides}
+        base = {**os.environ, **TEST_ENV}
+        if defaults:  # the suite's speed-ups removed: every other knob at its shipped default
+            base = {k: v for k, v in base.items()
+                    if not k.startswith("BACKBEAT_") or k in CONNECTION_VARS}
+        self.env = {**base, "BACKBEAT_KEY_PREFIX": prefix, **overrides}
         self.settings = Settings.from_env(self.env)
         self.client = Client(self.settings)
         self.prefix, self.run_dir, self.procs = prefix, run_dir / prefix, []
@@ -220,10 +230,9 @@ class Fleet:
             self.procs.append(Proc.start("web", web_argv(port, workers=1), self.env,
                                          self.run_dir))
             wait_http(f"http://127.0.0.1:{port}/healthz", WAIT_S)
+        self.concurrency = concurrency
         for n in range(workers):
-            proc = Proc.start(f"worker{n}", worker_argv(f"{self.prefix}{n}", concurrency),
-                              self.env, self.run_dir)
-            self.procs.append(proc)
+            self.add_worker(n, wait=False)
         for proc in self.procs:
             if proc.name.startswith("worker"):
                 proc.wait_for_log("ready.", WAIT_S)
@@ -233,6 +242,20 @@ class Fleet:
             self.procs.append(self.beat)
             self.beat.wait_for_log("beat: Starting...", WAIT_S)
         return self
+
+    def add_worker(self, n: int, wait: bool = True, name: str = "") -> Proc:
+        """Start worker node ``n`` (the Procfile's worker line, node name ``<prefix><n>``
+        unless ``name`` gives another, as a replacement pod's new hostname would)."""
+        proc = Proc.start(f"worker{n}", worker_argv(name or f"{self.prefix}{n}",
+                                                    self.concurrency), self.env, self.run_dir)
+        self.procs.append(proc)
+        if wait:
+            proc.wait_for_log("ready.", WAIT_S)
+        return proc
+
+    def worker(self, n: int) -> Proc:
+        """The latest process started as worker node ``n``."""
+        return [p for p in self.procs if p.name == f"worker{n}"][-1]
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -247,14 +270,15 @@ class Fleet:
 
 @pytest.fixture
 def fleet(redis, sim, run_dir: Path) -> Iterator[Callable[..., Fleet]]:
-    """``fleet(prefix, workers=N, **env)``: worker processes + beat with their own settings."""
+    """``fleet(prefix, workers=N, **env)``: worker processes + beat with their own settings;
+    ``defaults=True`` drops the suite's speed-ups (shipped defaults but for the connection)."""
     started: list[Fleet] = []
 
     def make(prefix: str, workers: int = 2, concurrency: int = 2, beat: bool = True,
-             web: bool = False, **overrides: str) -> Fleet:
+             web: bool = False, defaults: bool = False, **overrides: str) -> Fleet:
         for key in redis.scan_iter(f"{prefix}:*", count=1000):
             redis.delete(key)
-        f = Fleet(run_dir, prefix, overrides)
+        f = Fleet(run_dir, prefix, overrides, defaults)
         started.append(f)
         return f.start(workers, concurrency, beat, web)
 

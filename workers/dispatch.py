@@ -26,6 +26,23 @@ def celery_for(settings: Settings) -> Celery:
     return _apps[route]
 
 
-def send_submit(settings: Settings, job_id: str) -> None:
-    """Queue one ``backbeat.submit`` message for ``job_id`` (by name: no task import needed)."""
-    celery_for(settings).send_task("backbeat.submit", args=[job_id], queue="submit")
+#: broker priority of a job going back to the front of the line (woken from the parked set: it
+#: was waiting for a token, ahead of the backlog, when it was parked). Redis serves 0 first.
+FRONT = 0
+#: broker priority of every other submit message (a new job joins the back of the line)
+NORMAL = 6
+
+
+def send_submit(settings: Settings, job_id: str, front: bool = False) -> None:
+    """Queue one ``backbeat.submit`` message for ``job_id`` (by name: no task import needed),
+    at the back of the line, or with ``front`` ahead of every new job."""
+    celery_for(settings).send_task("backbeat.submit", args=[job_id], queue="submit",
+                                   priority=FRONT if front else NORMAL)
+
+
+def restore_message(settings: Settings, tag: str) -> None:
+    """Put the unacked message ``tag`` of a dead worker node back at the front of its queue:
+    kombu's own restore, which the Redis transport would run only after the visibility
+    timeout. A tag already acked or restored is a no-op."""
+    with celery_for(settings).connection_for_write() as conn:
+        conn.default_channel.qos.restore_by_tag(tag, leftmost=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from .dispatch import send_submit
+from .dispatch import restore_message, send_submit
 from .keys import STATE_ORDER
 from .runtime import Runtime
 from .states import TERMINAL, JobState
@@ -30,10 +30,12 @@ class Report:
     trimmed: int = 0
     stale: int = 0
     rescued: int = 0
+    reclaimed: int = 0
 
 
 def run(rt: Runtime) -> Report:
     report = Report()
+    report.reclaimed = reclaim_dead_leases(rt)
     report.expired = expire_overdue(rt)
     report.resent = resend_unsent(rt)
     report.trimmed = trim_indexes(rt)
@@ -58,11 +60,19 @@ def expire_overdue(rt: Runtime) -> int:
     return moved
 
 
+def reclaim_dead_leases(rt: Runtime) -> int:
+    """Jobs held by worker nodes that stopped renewing their leases move again (every live
+    node's heartbeat does this too; see workers/leases.py)."""
+    grace_ms = int(rt.settings.uncertain_grace_s * 1000)
+    return len(rt.leases.reclaim_expired(
+        grace_ms, restore=lambda tag: restore_message(rt.settings, tag)))
+
+
 def resend_unsent(rt: Runtime) -> int:
-    """Jobs whose producer crashed between the record and the message get their message."""
-    now_ms = rt.store.now_ms()
+    """Jobs whose producer crashed between the record and the message get their message. The
+    entries are leased as they are read, so a second beat never sends a second message."""
     grace_ms = int(rt.settings.outbox_grace_s * 1000)
-    due = rt.redis.zrangebyscore(rt.keys.outbox, "-inf", now_ms - grace_ms, start=0, num=BATCH)
+    due = rt.store.claim_due(rt.keys.outbox, BATCH, LEASE_MS, min_age_ms=grace_ms)
     resent = 0
     for job_id in due:
         job = rt.store.get(job_id)

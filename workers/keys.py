@@ -13,6 +13,8 @@ Job store (one hash per job, plus indexes; every index entry leaves when the job
     {p}:uncertain           zset   job id -> ms when its uncertain grace period ends
     {p}:parked              zset   job id -> ms when a parked queued job may be sent again
     {p}:notify              zset   job id -> ms its next webhook delivery attempt is due
+    {p}:leases              zset   job id -> ms the lease of the worker node holding it ends
+    {p}:lease-holders       hash   job id -> "<node> <broker delivery tag>" holding its message
     {p}:rescue-cursor       string ms up to which queued jobs were checked for a lost message
     {p}:metrics:{name}      string counters (duplicate upstream tasks, ...)
     {p}:celery:*            Celery's broker keys (kombu ``global_keyprefix``)
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import hashlib
 
+#: how kombu's Redis transport names the list of a queue's priority step (``Channel.sep``)
+KOMBU_PRIORITY_SEP = "\x06\x16"
 #: the order of the per-state index keys passed to transition.lua (it holds the same list)
 STATE_ORDER = ("queued", "submitting", "submitted", "text_ready", "first_ready", "succeeded",
                "failed", "expired", "cancelled")
@@ -92,13 +96,29 @@ class Keys:
     def notify(self) -> str:
         return f"{self.prefix}:notify"
 
+    @property
+    def leases(self) -> str:
+        return f"{self.prefix}:leases"
+
+    @property
+    def lease_holders(self) -> str:
+        return f"{self.prefix}:lease-holders"
+
     def metric(self, name: str) -> str:
         return f"{self.prefix}:metrics:{name}"
 
     @property
     def submit_queue(self) -> str:
-        """The broker list of the ``submit`` queue (kombu key prefix + queue name)."""
+        """The broker list of the ``submit`` queue's front of the line (priority 0: jobs the
+        pump woke), served before the rest (kombu key prefix + queue name)."""
         return f"{self.prefix}:celery:submit"
+
+    @property
+    def submit_queues(self) -> list[str]:
+        """Every broker list of the ``submit`` queue: kombu keeps one per priority step
+        (0, 3, 6, 9; ``queue\\x06\\x16<step>`` past 0) and pops them in that order."""
+        return [self.submit_queue] + [f"{self.submit_queue}{KOMBU_PRIORITY_SEP}{step}"
+                                      for step in (3, 6, 9)]
 
     @property
     def dev_secret(self) -> str:

@@ -10,6 +10,7 @@ from redis import Redis
 
 from ..config.settings import Secret, Settings, get_settings
 from .keys import Keys, account_id
+from .leases import Leases
 from .limiter import Limiter, Policy
 from .provider import ProviderClient
 from .redis_conn import client
@@ -35,6 +36,10 @@ class Runtime:
     def store(self) -> JobStore:
         retention_ms = int(self.settings.retention_days * 86_400_000)
         return JobStore(self.redis, self.keys, retention_ms=retention_ms)
+
+    @cached_property
+    def leases(self) -> Leases:
+        return Leases(self.redis, self.keys)
 
     @cached_property
     def account(self) -> str:

@@ -22,7 +22,7 @@ def limiter_status(rt: Runtime) -> dict[str, Any]:
         "backlog": {
             "queued": redis.zcard(keys.queued),
             "parked": redis.zcard(keys.parked),
-            "in_broker": redis.llen(keys.submit_queue),
+            "in_broker": sum(redis.llen(q) for q in keys.submit_queues),
             "in_flight": redis.zcard(keys.poll),
             "uncertain": redis.zcard(keys.uncertain),
         },

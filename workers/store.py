@@ -277,9 +277,11 @@ class JobStore:
         )
         return done == 1
 
-    def claim_due(self, schedule_key: str, limit: int, lease_ms: int) -> list[str]:
-        """Lease up to ``limit`` due members of a schedule zset (see claim_due.lua)."""
-        return list(self._claim(keys=[schedule_key], args=[limit, lease_ms]))
+    def claim_due(self, schedule_key: str, limit: int, lease_ms: int,
+                  min_age_ms: int = 0) -> list[str]:
+        """Lease up to ``limit`` members of a schedule zset due ``min_age_ms`` ago or earlier
+        (see claim_due.lua)."""
+        return list(self._claim(keys=[schedule_key], args=[limit, lease_ms, min_age_ms]))
 
     def park(self, job_id: str, delay_ms: int = 0) -> None:
         """Keep a queued job out of the broker until ``delay_ms`` from now and the limiter's

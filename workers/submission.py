@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 
 from ..config.providers import Outcome
+from . import node
 from .limiter import GATED
 from .provider import Answer
 from .runtime import Runtime
@@ -55,7 +56,11 @@ def submit_job(rt: Runtime, job_id: str) -> Step:
     vt = rt.settings.visibility_timeout_s
     max_wait, max_hold = min(MAX_INLINE_WAIT_S, vt / 10), min(MAX_HOLD_S, vt / 4)
     while True:
-        grant = limiter.acquire(max_wait_s=max_wait)
+        try:
+            grant = limiter.acquire(max_wait_s=max_wait, sleep=node.nap)
+        except node.Draining:  # this node is shutting down: another node takes the job now
+            rt.store.park(job_id)
+            return Step("worker draining: parked for another node")
         if not grant.granted:
             rt.store.park(job_id, 0 if grant.kind in GATED else int(grant.wait_s * 1000))
             return Step(f"parked ({grant.kind})")
