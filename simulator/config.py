@@ -26,6 +26,8 @@ _KINDS: dict[str, str] = {
     "complete_after_s": "nonneg",
     "fail_rate": "prob",
     "sensitive_words": "str_list",
+    "refused_words": "str_list",
+    "title_max": "pos_int",
     "complete_only_rate": "prob",
     "tracks": "pos_int",
     "seed": "opt_int",
@@ -43,6 +45,7 @@ _KINDS: dict[str, str] = {
     "drop_rate": "prob",
     "drop_after_accept": "bool",
     "latency_ms": "nonneg",
+    "hold_polls": "bool",
 }
 
 #: every knob name, sorted (what GET /__faults shows)
@@ -79,6 +82,11 @@ class SimConfig:
     complete_after_s: float = 3.0
     fail_rate: float = 0.0
     sensitive_words: tuple[str, ...] = ()
+    #: create calls naming one of these words are refused at once (the profile's "invalid"
+    #: code: 400 sunoapi, 422 kie) and no task exists; ``sensitive_words`` accepts, fails later
+    refused_words: tuple[str, ...] = ()
+    #: longer titles are refused as too long (413 sunoapi, 422 kie)
+    title_max: int = 100
     complete_only_rate: float = 0.0
     tracks: int = 2
     seed: int | None = None
@@ -99,6 +107,9 @@ class SimConfig:
     drop_rate: float = 0.0
     drop_after_accept: bool = False
     latency_ms: float = 0.0
+    #: record-info answers are decided when the call arrives and sent once this is off again
+    #: (a poll in flight across an outside event, e.g. a deadline)
+    hold_polls: bool = False
 
     def __post_init__(self) -> None:
         get_profile(self.profile)
@@ -111,6 +122,7 @@ class SimConfig:
         """The run-time knobs as JSON-ready values (the HMAC key masked)."""
         out = {name: getattr(self, name) for name in KNOBS}
         out["sensitive_words"] = list(self.sensitive_words)
+        out["refused_words"] = list(self.refused_words)
         if self.webhook_hmac_key:
             out["webhook_hmac_key"] = "***"
         return out

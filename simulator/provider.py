@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import math
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,8 @@ class Answer:
     delay_s: float = 0.0
     #: close the socket without writing anything
     drop: bool = False
+    #: when set, the answer waits (after ``delay_s``) until this event is set
+    hold: threading.Event | None = None
 
 
 def envelope(code: int, msg: str, data: Any = None) -> dict[str, Any]:
@@ -56,6 +59,9 @@ class Simulator:
         self.ledger = Ledger()
         self.rng = random.Random(config.seed)
         self.callbacks = CallbackSender(self.ledger, lambda: self.config)
+        #: set whenever ``hold_polls`` is off: held record-info answers go out then
+        self.released = threading.Event()
+        self._apply_hold()
 
     # -- answers -------------------------------------------------------------------------
 
@@ -125,7 +131,7 @@ class Simulator:
         try:
             if isinstance(body, Invalid):
                 raise body
-            validate(endpoint, body, cfg.profile)
+            validate(endpoint, body, cfg.profile, cfg.title_max, cfg.refused_words)
         except Invalid as exc:
             return reject(exc.situation, str(exc))
         admitted, t = self.ledger.admit_create(cfg.rate_limit, cfg.rate_window_s)
@@ -193,7 +199,8 @@ class Simulator:
         if not self.ledger.admit_poll(task.task_id, limit, window_s, account):
             return self.error("throttled", cfg), "polls_throttled"
         data = record_info_data(task, time.monotonic())
-        answer = Answer(200, envelope(200, "success", data), delay_s=cfg.latency_ms / 1000)
+        answer = Answer(200, envelope(200, "success", data), delay_s=cfg.latency_ms / 1000,
+                        hold=self.released if cfg.hold_polls else None)
         return answer, None
 
     # -- admin ---------------------------------------------------------------------------
@@ -216,6 +223,7 @@ class Simulator:
         """Merge knob values (ValueError on unknown/bad ones); returns the new knobs."""
         with self.ledger.lock:
             self.config = self.config.with_knobs(updates)
+            self._apply_hold()
             if "seed" in updates:
                 self.rng.seed(self.config.seed)
             return self.config.knobs()
@@ -227,4 +235,12 @@ class Simulator:
             self.ledger.reset()
             if faults:
                 self.config = self.initial
+                self._apply_hold()
             self.rng.seed(self.config.seed)
+
+    def _apply_hold(self) -> None:
+        """Release held record-info answers unless ``hold_polls`` is on."""
+        if self.config.hold_polls:
+            self.released.clear()
+        else:
+            self.released.set()

@@ -7,6 +7,7 @@ import logging
 import socket
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 
 #: request bodies above this size are refused (bytes)
 MAX_BODY_BYTES = 1 << 20
+#: longest a held answer (``hold_polls``) waits for its release before the connection closes
+HOLD_MAX_S = 300.0
 #: path -> endpoint key of the two create endpoints
 CREATE_PATHS = {ENDPOINTS[k]: k for k in ("add-instrumental", "add-vocals")}
 RECORD_INFO_PATH = ENDPOINTS["record-info"]
@@ -105,6 +108,9 @@ class _Handler(BaseHTTPRequestHandler):
         if answer.delay_s > 0 and self.server.stopping.wait(answer.delay_s):
             self.close_connection = True
             return
+        if answer.hold is not None and not self._released(answer.hold):
+            self.close_connection = True
+            return
         if answer.drop:
             self.close_connection = True
             return
@@ -119,6 +125,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except OSError:  # the client went away (e.g. it timed out first)
             self.close_connection = True
+
+    def _released(self, hold: threading.Event) -> bool:
+        """Wait until ``hold`` is set (True), or the server stops or HOLD_MAX_S pass (False)."""
+        deadline = time.monotonic() + HOLD_MAX_S
+        while not hold.wait(0.1):
+            if self.server.stopping.is_set() or time.monotonic() > deadline:
+                return False
+        return True
 
     def version_string(self) -> str:
         """The Server header."""

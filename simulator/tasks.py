@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import SimConfig
-from .validation import default_model
+from .validation import default_model, first_word
 
 PENDING, TEXT_SUCCESS, FIRST_SUCCESS, SUCCESS = (
     "PENDING",
@@ -89,7 +89,7 @@ def plan_task(
     complete_only = rng.random() < cfg.complete_only_rate
     track_ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(cfg.tracks)]
     durations = [round(rng.uniform(60.0, 240.0), 2) for _ in range(cfg.tracks)]
-    final = SENSITIVE if _has_sensitive(request, cfg.sensitive_words) else SUCCESS
+    final = SENSITIVE if first_word(request, cfg.sensitive_words) else SUCCESS
     if final == SUCCESS and fails:
         final = AUDIO_FAILED
     return Task(
@@ -107,14 +107,6 @@ def plan_task(
         track_ids=track_ids,
         durations=durations,
     )
-
-
-def _has_sensitive(request: dict[str, Any], words: tuple[str, ...]) -> bool:
-    """True when title, prompt, tags or style contains one of ``words`` (case-insensitive)."""
-    text = " ".join(
-        str(request.get(k, "")) for k in ("title", "prompt", "tags", "style")
-    ).casefold()
-    return any(w.casefold() in text for w in words if w)
 
 
 def status_at(task: Task, now: float) -> str:

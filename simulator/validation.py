@@ -46,7 +46,8 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def validate(endpoint: str, body: dict[str, Any], profile: str) -> None:
+def validate(endpoint: str, body: dict[str, Any], profile: str, title_max: int = TITLE_MAX,
+             refused_words: tuple[str, ...] = ()) -> None:
     """Check ``body`` for ``endpoint``; Invalid names the first offending field."""
     for name in REQUIRED[endpoint]:
         value = body.get(name)
@@ -59,9 +60,18 @@ def validate(endpoint: str, body: dict[str, Any], profile: str) -> None:
     for name in _URL_FIELDS:
         if not _is_http_url(body[name]):
             raise Invalid(f"{name} must be an http(s) URL")
-    if len(body["title"]) > TITLE_MAX:
-        raise Invalid(f"title is longer than {TITLE_MAX} characters", "too_long")
+    if len(body["title"]) > title_max:
+        raise Invalid(f"title is longer than {title_max} characters", "too_long")
     _check_optional(body, profile)
+    refused = first_word(body, refused_words)
+    if refused:
+        raise Invalid(f"Your input contains a refused word: {refused}")
+
+
+def first_word(body: dict[str, Any], words: tuple[str, ...]) -> str | None:
+    """The first of ``words`` found in title, prompt, tags or style (case-insensitive)."""
+    text = " ".join(str(body.get(k, "")) for k in ("title", "prompt", "tags", "style")).casefold()
+    return next((w for w in words if w and w.casefold() in text), None)
 
 
 def _check_optional(body: dict[str, Any], profile: str) -> None:

@@ -16,6 +16,7 @@ Job store (one hash per job, plus indexes; every index entry leaves when the job
     {p}:leases              zset   job id -> ms the lease of the worker node holding it ends
     {p}:lease-holders       hash   job id -> "<node> <broker delivery tag>" holding its message
     {p}:rescue-cursor       string ms up to which queued jobs were checked for a lost message
+    {p}:pump-lease          string the one pump filling the queue now (a short redis-py lock)
     {p}:metrics:{name}      string counters (duplicate upstream tasks, ...)
     {p}:celery:*            Celery's broker keys (kombu ``global_keyprefix``)
 Limiter (per provider account; every key of an account shares the hash tag ``{<acct>}``):
@@ -95,6 +96,10 @@ class Keys:
     @property
     def notify(self) -> str:
         return f"{self.prefix}:notify"
+
+    @property
+    def pump_lease(self) -> str:
+        return f"{self.prefix}:pump-lease"
 
     @property
     def leases(self) -> str:

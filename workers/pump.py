@@ -1,11 +1,16 @@
 """The pump: sends parked jobs back to the broker, only when the limiter can take them.
 
 While the account is paused or the breaker is open, a cycle costs two Redis commands whatever
-the backlog (TIME, HMGET): a paused backlog of 100k jobs costs Redis almost nothing.
+the backlog (TIME, HMGET): a paused backlog of 100k jobs costs Redis almost nothing. Otherwise
+one pump at a time, fleet-wide, counts the room in the queue and fills it (a short lease), so a
+second beat's pump never counts the same room twice.
 """
 
 from __future__ import annotations
 
+from redis.exceptions import LockError
+
+from ..config.settings import Settings
 from .dispatch import send_submit
 from .runtime import Runtime
 
@@ -15,22 +20,46 @@ from .runtime import Runtime
 #: submit claims a job only from ``queued``, and a worker that takes the message replaces the
 #: lease by a transition or a new park)
 WAKE_LEASE_MS = 300_000
+#: longest one pump holds the fleet-wide pump lease (``{prefix}:pump-lease``), in seconds: it is
+#: released as soon as the cycle's messages are sent; a pump that died frees it after this
+CYCLE_LEASE_S = 30.0
 
 
 def pump(rt: Runtime) -> int:
     """Wake as many parked jobs as the submit bucket can take soon; returns how many."""
-    budget = wake_budget(rt)
+    if wake_budget(rt) <= 0:  # gated or full: no lease taken
+        return 0
+    lease = rt.redis.lock(rt.keys.pump_lease, timeout=CYCLE_LEASE_S,
+                          blocking=False)
+    if not lease.acquire():  # another pump is filling the queue right now
+        return 0
+    try:
+        return wake(rt, wake_budget(rt))  # counted again: the queue may have just been filled
+    finally:
+        try:
+            lease.release()
+        except LockError:  # held longer than CYCLE_LEASE_S: already free
+            pass
+
+
+def wake(rt: Runtime, budget: int) -> int:
+    """Claim up to ``budget`` due parked jobs (leased) and send each its message."""
     if budget <= 0:
         return 0
-    lease_ms = min(WAKE_LEASE_MS, int(rt.settings.visibility_timeout_s * 1000))
-    ids = rt.store.claim_due(rt.keys.parked, budget, lease_ms)
+    ids = rt.store.claim_due(rt.keys.parked, budget, wake_lease_ms(rt.settings))
     for job_id in ids:
-        send_submit(rt.settings, job_id)
+        send_submit(rt.settings, job_id, front=True)
     return len(ids)
 
 
+def wake_lease_ms(settings: Settings) -> int:
+    """How long a woken job stays leased in the parked set (see WAKE_LEASE_MS)."""
+    return min(WAKE_LEASE_MS, int(settings.visibility_timeout_s * 1000))
+
+
 def wake_budget(rt: Runtime) -> int:
-    """0 while gated; 1 when a probe is due; else the effective limit less the queue depth."""
+    """0 while gated; 1 when a probe is due; else the effective limit less the jobs already
+    at the front of the line (woken earlier and not taken yet)."""
     lim = rt.submit_limiter
     now_ms = rt.store.now_ms()
     (pause, auto, probe_at, breaker, breaker_until, factor) = rt.redis.hmget(

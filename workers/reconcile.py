@@ -1,12 +1,15 @@
 """Reconciliation: poll due upstream tasks and settle uncertain submissions (DESIGN.md section 6).
 
 A cycle costs O(due jobs): due members are leased from the ``poll`` zset in one script call, so
-two beats (or a beat restarted mid-cycle) never poll one job twice.
+two beats (or a beat restarted mid-cycle) never poll one job twice. A cycle starts polls only for
+LEASE_MS after its claim and the lease also covers the longest one poll can take, so no poll
+outlives its lease however slow the provider: what a cycle cannot start in time it hands back.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from ..config.providers import Outcome
@@ -19,10 +22,13 @@ log = logging.getLogger(__name__)
 
 #: most jobs one cycle claims
 CYCLE_LIMIT = 200
-#: how long a claimed job stays invisible to other reconcilers, in ms
+#: how long a cycle starts polls on the jobs it claimed, in ms; their lease (how long they stay
+#: invisible to other reconcilers) is this plus the longest one poll can take
 LEASE_MS = 60_000
 #: longest a cycle waits for one poll token before ending early, in seconds
 POLL_TOKEN_WAIT_S = 2.0
+#: allowance for the Redis round trips of one poll (lease margin), in ms
+REDIS_MARGIN_MS = 1_000
 
 
 @dataclass
@@ -48,20 +54,37 @@ def next_poll_delay_ms(rt: Runtime, age_ms: int, callbacks_seen: bool) -> int:
 
 
 def run_cycle(rt: Runtime, limit: int = CYCLE_LIMIT) -> CycleReport:
-    """Poll every due job once (within the poll budget) and settle expired uncertain ones."""
+    """Poll every due job once (within the poll budget and the lease) and settle expired
+    uncertain ones."""
     report = CycleReport()
     settle_uncertain(rt, report, limit)
-    ids = rt.store.claim_due(rt.keys.poll, limit, LEASE_MS)
+    until = time.monotonic() + LEASE_MS / 1000  # read before the claim: errs on the safe side
+    ids = rt.store.claim_due(rt.keys.poll, limit, LEASE_MS + longest_poll_ms(rt))
     report.claimed = len(ids)
     for index, job_id in enumerate(ids):
+        if time.monotonic() >= until:  # a poll started now could outlive the lease
+            hand_back(rt, ids[index:], 0, report)
+            break
         grant = rt.poll_limiter.acquire(max_wait_s=POLL_TOKEN_WAIT_S)
         if not grant.granted:  # budget spent: hand the rest back for the next cycle
-            for rest in ids[index:]:
-                rt.store.reschedule(rt.keys.poll, rest, int(grant.wait_s * 1000) + 100)
-            report.deferred += len(ids) - index
+            hand_back(rt, ids[index:], int(grant.wait_s * 1000) + 100, report)
             break
         poll_one(rt, job_id, report, grant)
     return report
+
+
+def longest_poll_ms(rt: Runtime) -> int:
+    """The longest one poll can take once started: token wait, connect, read, Redis."""
+    s = rt.settings
+    return int((POLL_TOKEN_WAIT_S + s.connect_timeout_s + s.read_timeout_s) * 1000
+               + REDIS_MARGIN_MS)
+
+
+def hand_back(rt: Runtime, ids: list[str], delay_ms: int, report: CycleReport) -> None:
+    """Give claimed jobs back to the schedule, due in ``delay_ms`` (the lease still holds)."""
+    for job_id in ids:
+        rt.store.reschedule(rt.keys.poll, job_id, delay_ms)
+    report.deferred += len(ids)
 
 
 def poll_one(rt: Runtime, job_id: str, report: CycleReport, grant: Grant | None = None) -> None:

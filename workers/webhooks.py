@@ -6,6 +6,8 @@ recompute it and refuse old timestamps. Failures retry with exponential backoff 
 bounded; the job record shows ``notify`` = pending | delivered | failed with the last error.
 Only http(s) URLs; loopback, private, link-local and reserved targets are refused unless
 ``BACKBEAT_WEBHOOK_ALLOW_PRIVATE`` is set, at enqueue and again at delivery (DNS can change).
+Due deliveries are leased as they are claimed; a cycle starts deliveries only for LEASE_MS and the
+lease also covers the longest one delivery can take, so two beats never deliver one twice.
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-#: deliveries claimed per cycle, and how long a claim is held (ms)
+#: deliveries claimed per cycle, and how long a cycle starts deliveries on them (ms); their
+#: lease is this plus the longest one delivery can take (longest_delivery_ms)
 BATCH = 50
 LEASE_MS = 60_000
 #: backoff between attempts: full jitter over base * 2**n, capped (seconds)
 BACKOFF_BASE_S = 2.0
 BACKOFF_CAP_S = 600.0
-#: seconds to wait for a receiver
+#: seconds to wait for a receiver: to connect, and then for each read of its answer
 TIMEOUT_S = 10.0
 
 
@@ -76,11 +79,23 @@ def _refusal(url: str, allow_private: bool, resolve: bool) -> str | None:
 
 
 def deliver_due(rt: Runtime) -> int:
-    """Deliver the notifications that are due; returns how many were attempted."""
-    ids = rt.store.claim_due(rt.keys.notify, BATCH, LEASE_MS)
-    for job_id in ids:
+    """Deliver the notifications that are due; returns how many were attempted. What the
+    cycle cannot start within LEASE_MS of its claim is handed back, due at once."""
+    until = time.monotonic() + LEASE_MS / 1000  # read before the claim: errs on the safe side
+    ids = rt.store.claim_due(rt.keys.notify, BATCH, LEASE_MS + longest_delivery_ms())
+    for index, job_id in enumerate(ids):
+        if time.monotonic() >= until:  # a delivery started now could outlive the lease
+            for rest in ids[index:]:
+                rt.store.reschedule(rt.keys.notify, rest, 0)
+            return index
         deliver_one(rt, job_id)
     return len(ids)
+
+
+def longest_delivery_ms() -> int:
+    """The longest one delivery can take once started: DNS for the check and for the
+    connection, connect and read, each taken as TIMEOUT_S (a receiver answering in time)."""
+    return int(4 * TIMEOUT_S * 1000)
 
 
 def deliver_one(rt: Runtime, job_id: str) -> bool:

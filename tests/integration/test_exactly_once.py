@@ -68,7 +68,14 @@ def test_second_upstream_task_is_recorded_and_counted(stack, client, payload):
     after = client.get(job["id"])
     assert after["duplicate_task_ids"] == ["f" * 32] and after["state"] == "submitted"
     metrics = requests.get(f"{web}/metrics", timeout=10).text
-    assert "backbeat_duplicate_upstream_tasks_total 1" in metrics
+    assert metric(metrics, "backbeat_duplicate_upstream_tasks_total") == 1
+
+
+def metric(text, name):
+    """The value of the sample ``name`` (no labels) in Prometheus text; KeyError if absent."""
+    samples = dict(line.split(" ", 1) for line in text.splitlines()
+                   if line and not line.startswith("#"))
+    return float(samples[name])
 
 
 def test_producer_crash_between_record_and_message_is_repaired(fleet, sim):

@@ -56,7 +56,7 @@ def test_same_idempotency_key_returns_the_same_job(stack, client, payload, auth)
     assert sim.stats()["accepted"] == 1
 
 
-def test_invalid_payloads_never_reach_the_provider(stack, auth):
+def test_invalid_payloads_never_reach_the_provider(stack, client, payload, auth):
     web, sim = stack["web"], stack["sim"]
     cases = [
         {"type": "add-vocals", "params": {"uploadUrl": "nope", "styleWeight": 0.123}},
@@ -73,7 +73,11 @@ def test_invalid_payloads_never_reach_the_provider(stack, auth):
     detail = requests.post(f"{web}/v1/jobs", json=cases[0], headers=auth, timeout=10).json()
     assert "multiple of 0.01" in detail["errors"]["json"]["params"]["styleWeight"][0]
     assert "Not a valid URL." in detail["errors"]["json"]["params"]["uploadUrl"]
-    assert sim.stats()["calls_total"] == 0
+    # a valid job sent after them done proves the workers had every chance to call for them
+    valid = client.enqueue("add-vocals", payload.vocals("Valid after the invalid"))
+    assert client.wait(valid["id"], timeout=90)["state"] == "succeeded"
+    calls = requests.get(f"{sim.url}/__calls", timeout=10).json()
+    assert [c["title"] for c in calls] == ["Valid after the invalid"]
 
 
 def test_api_needs_a_producer_token(stack, payload):
@@ -123,12 +127,37 @@ def test_provider_failure_is_visible(stack, client, payload):
     assert done["state"] == "failed" and done["error"]["code"] == 400
 
 
-def test_rejected_by_provider_fails_without_retry(stack, client, payload):
-    stack["sim"].set_knobs(sensitive_words=["forbidden"])
+@pytest.mark.parametrize(("knobs", "title", "code"), [
+    ({"refused_words": ["forbidden"]}, "forbidden song", 400),
+    ({"title_max": 10}, "A title of 24 characters", 413),
+], ids=["invalid-400", "too-long-413"])
+def test_refused_at_submission_fails_at_once_without_retry(stack, client, payload, knobs, title,
+                                                          code):
+    """Given a provider that refuses the create call itself (400 invalid / 413 too long, no
+    task made), expect the job failed with that code after exactly one call, never retried."""
+    sim = stack["sim"]
+    sim.set_knobs(**knobs)
+    job = client.enqueue("add-vocals", payload.vocals(title))
+    done = client.wait(job["id"], timeout=90)
+    assert done["state"] == "failed" and done["error"]["code"] == code, done
+    assert done["attempts"] == 1 and done["upstream_task_id"] is None
+    assert client.rt.store.get(job["id"]).int("failures") == 0
+    calls = requests.get(f"{sim.url}/__calls", timeout=10).json()
+    assert [(c["title"], c["code"]) for c in calls] == [(title, code)]
+    assert sim.stats()["accepted"] == 0
+
+
+def test_sensitive_words_fail_the_generation_after_acceptance(stack, client, payload):
+    """Given a provider that accepts the call and fails the generation later (sensitive words),
+    expect the job failed with the provider's code after one paid call."""
+    sim = stack["sim"]
+    sim.set_knobs(sensitive_words=["forbidden"])
     job = client.enqueue("add-vocals", payload.vocals("forbidden song"))
     done = client.wait(job["id"], timeout=90)
-    assert done["state"] == "failed", done
-    assert done["attempts"] == 1
+    assert done["state"] == "failed" and done["error"]["code"] == 400, done
+    assert "sensitive" in done["error"]["message"]
+    assert done["attempts"] == 1 and done["upstream_task_id"]
+    assert sim.stats()["accepted"] == sim.stats()["calls_total"] == 1
 
 
 def test_batch_stays_inside_the_provider_window_and_key_never_leaks(stack, client, payload):
@@ -150,7 +179,8 @@ def test_batch_stays_inside_the_provider_window_and_key_never_leaks(stack, clien
     finally:
         before_task_publish.disconnect(capture)
     assert len(published) == 30 and all(job_id in "".join(published) for job_id in ids)
-    for raw in [*published, *redis.lrange("bb:celery:submit", 0, -1)]:
+    queued = [m for q in client.rt.keys.submit_queues for m in redis.lrange(q, 0, -1)]
+    for raw in [*published, *queued]:
         assert API_KEY not in raw
     for job_id in ids:
         assert client.wait(job_id, timeout=120)["state"] == "succeeded"

@@ -162,3 +162,26 @@ def test_unknown_path_and_wrong_method_are_404(make_sim, http):
     for method, path in routes:
         resp = http.request(method, sim.url + path, timeout=10)
         assert resp.status_code == 404 and resp.json()["code"] == 404
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_refused_words_are_refused_at_once(make_sim, http, make_body, profile):
+    # Given a provider that refuses some words when the call arrives (no task is made)
+    sim = make_sim(profile=profile, callbacks_enabled=False, refused_words=["Forbidden"])
+    # When a request names one (any case, in title, prompt, tags or style)
+    answer = post(http, sim, "add-vocals", make_body("add-vocals", style="forbidden jazz")).json()
+    # Expect the profile's invalid code at once, nothing accepted or charged
+    assert answer["code"] == get_profile(profile).emits["invalid"] and answer["data"] is None
+    assert "Forbidden" in answer["msg"]
+    assert post(http, sim, "add-vocals", make_body("add-vocals")).json()["code"] == 200
+    stats = http.get(sim.url + "/__stats", timeout=10).json()
+    assert (stats["invalid"], stats["accepted"], stats["tasks_total"]) == (1, 1, 1)
+
+
+@pytest.mark.parametrize(("profile", "code"), [("kie", 422), ("sunoapi", 413)])
+def test_title_max_is_a_knob(make_sim, http, make_body, profile, code):
+    sim = make_sim(profile=profile, callbacks_enabled=False, title_max=10)
+    ok = post(http, sim, "add-vocals", make_body("add-vocals", title="x" * 10)).json()
+    assert ok["code"] == 200
+    answer = post(http, sim, "add-vocals", make_body("add-vocals", title="x" * 11)).json()
+    assert answer["code"] == code and "longer than 10" in answer["msg"]

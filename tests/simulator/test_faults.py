@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import requests
 
@@ -142,3 +144,22 @@ def test_python_api_matches_admin(make_sim, make_body, http):
     sim.set_knobs(maintenance=True)
     assert create(http, sim, make_body("add-vocals")).json()["code"] == 455
     assert sim.stats()["maintenance"] == 1 and sim.config.maintenance is True
+
+
+def test_held_polls_answer_what_they_saw_on_arrival_once_released(make_sim, http, make_body,
+                                                                  wait_until):
+    # Given a task done upstream and record-info answers held
+    sim = make_sim(callbacks_enabled=False, text_after_s=0, first_after_s=0, complete_after_s=0)
+    task_id = create(http, sim, make_body("add-vocals")).json()["data"]["taskId"]
+    set_faults(http, sim, hold_polls=True)
+    url = sim.url + ENDPOINTS["record-info"]
+    with ThreadPoolExecutor(1) as pool, requests.Session() as other:
+        # When a poll arrives
+        answer = pool.submit(other.get, url, params={"taskId": task_id}, timeout=60)
+        wait_until(lambda: http.get(sim.url + "/__polls", timeout=10).json())
+        # Expect its answer held until the knob is off, then the status seen on arrival
+        assert not answer.done()
+        set_faults(http, sim, hold_polls=False)
+        data = answer.result(timeout=60).json()["data"]
+    assert data["taskId"] == task_id and data["status"] == "SUCCESS"
+    assert stats(http, sim)["polls"] == 1

@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import hmac
+import os
 import time
 
 import pytest
@@ -15,15 +16,27 @@ from backbeat.workers.signing import sign
 from backbeat.workers.states import JobState
 
 
-@pytest.fixture
-def kie_app(redis):
-    settings = Settings.from_env({**__import__("os").environ, "BACKBEAT_PROVIDER": "kie",
-                                  "BACKBEAT_PROVIDER_WEBHOOK_KEY": "kie-hmac-key"})
+def app_with_job(provider: str, webhook_key: str):
+    """The web app's test client for ``provider`` and job j1, submitted as upstream task T1."""
+    settings = Settings.from_env({**os.environ, "BACKBEAT_PROVIDER": provider,
+                                  "BACKBEAT_PROVIDER_WEBHOOK_KEY": webhook_key})
     rt = Runtime(settings)
     rt.store.create("j1", "add-vocals", {})
     rt.store.transition("j1", JobState.SUBMITTING, "go")
     rt.store.transition("j1", JobState.SUBMITTED, "ok", fields={"upstream_task_id": "T1"})
     return create_app(settings).test_client(), rt
+
+
+@pytest.fixture
+def kie_app(redis):
+    """kie with ``webhookHmacKey``: callbacks need the signed URL and X-Webhook-Signature."""
+    return app_with_job("kie", "kie-hmac-key")
+
+
+@pytest.fixture
+def url_signed_app(redis):
+    """sunoapi (no provider signature): the signed URL alone authorises a callback."""
+    return app_with_job("sunoapi", "")
 
 
 def body(kind="text"):
@@ -63,17 +76,57 @@ def test_callbacks_are_idempotent_and_monotonic(kie_app):
     assert job.state is JobState.SUCCEEDED and job.tracks[0]["audio_url"].endswith("a.mp3")
 
 
-@pytest.mark.parametrize("bad", [
-    {"code": 200},
-    {"code": 200, "data": {"callbackType": "nope", "task_id": "T1"}},
-    {"code": "200", "data": {"callbackType": "text", "task_id": "T1"}},
-    ["not", "an", "object"],
-])
-def test_malformed_callbacks_get_field_errors(kie_app, bad):
+#: malformed callback bodies and the field each one's 422 names (path into errors.json)
+MALFORMED = [
+    ({"code": 200}, ("data",)),
+    ({"data": {"callbackType": "text", "task_id": "T1"}}, ("code",)),
+    ({"code": "200", "data": {"callbackType": "text", "task_id": "T1"}}, ("code",)),
+    ({"code": 200, "data": {"callbackType": "nope", "task_id": "T1"}}, ("data", "callbackType")),
+    ({"code": 200, "data": {"callbackType": "text", "task_id": "T1", "data": "x"}},
+     ("data", "data")),
+    (["not", "an", "object"], ("code",)),
+]
+
+
+def errors_at(resp, path):
+    errors = resp.json["errors"]["json"]
+    for name in path:
+        errors = errors[name]
+    return errors
+
+
+@pytest.mark.parametrize(("bad", "path"), MALFORMED)
+def test_malformed_callbacks_get_field_errors(url_signed_app, bad, path):
+    """Given a correctly signed URL, expect a malformed body refused by validation: 422 naming
+    the field, and the job unchanged."""
+    client, rt = url_signed_app
+    resp = client.post(f"/v1/callbacks/j1?sig={sign(rt.secret, 'j1')}", json=bad)
+    assert resp.status_code == 422 and resp.json["code"] == 422, resp.json
+    assert errors_at(resp, path), resp.json
+    assert rt.store.get("j1").state is JobState.SUBMITTED
+
+
+@pytest.mark.parametrize(("bad", "path"), [(b, p) for b, p in MALFORMED
+                                           if isinstance(b, dict) and "data" in b])
+def test_malformed_kie_signed_callbacks_reach_validation(kie_app, bad, path):
+    """Given a body naming its task (so X-Webhook-Signature can be checked) and a valid
+    signature, expect validation to refuse it: 422 naming the field."""
     client, rt = kie_app
     resp = client.post(f"/v1/callbacks/j1?sig={sign(rt.secret, 'j1')}", json=bad,
                        headers=kie_headers())
-    assert resp.status_code in (401, 422) and resp.json["code"] in (401, 422)
+    assert resp.status_code == 422 and resp.json["code"] == 422, resp.json
+    assert errors_at(resp, path), resp.json
+
+
+@pytest.mark.parametrize("bad", [{"code": 200}, ["not", "an", "object"]])
+def test_kie_callbacks_naming_no_task_cannot_be_verified(kie_app, bad):
+    """Given a body naming no task, X-Webhook-Signature (HMAC of the task id) cannot be checked:
+    expect 401 before any validation."""
+    client, rt = kie_app
+    resp = client.post(f"/v1/callbacks/j1?sig={sign(rt.secret, 'j1')}", json=bad,
+                       headers=kie_headers())
+    assert resp.status_code == 401 and resp.json["code"] == 401
+    assert rt.store.get("j1").state is JobState.SUBMITTED
 
 
 def test_a_late_callback_of_a_retried_jobs_earlier_task_is_ignored(kie_app):
