@@ -16,8 +16,10 @@ from dataclasses import dataclass
 
 from ..config.providers import Outcome
 from . import node
+from .dispatch import send_submit
 from .limiter import GATED
 from .provider import Answer
+from .pump import wake_lease_ms
 from .runtime import Runtime
 from .signing import callback_url
 from .states import JobState
@@ -59,8 +61,8 @@ def submit_job(rt: Runtime, job_id: str) -> Step:
         try:
             grant = limiter.acquire(max_wait_s=max_wait, sleep=node.nap)
         except node.Draining:  # this node is shutting down: another node takes the job now
-            rt.store.park(job_id)
-            return Step("worker draining: parked for another node")
+            hand_over(rt, job_id)
+            return Step("worker draining: handed to another node")
         if not grant.granted:
             rt.store.park(job_id, 0 if grant.kind in GATED else int(grant.wait_s * 1000))
             return Step(f"parked ({grant.kind})")
@@ -82,6 +84,13 @@ def submit_job(rt: Runtime, job_id: str) -> Step:
         if time.monotonic() - started > max_hold:
             rt.store.park(job_id)
             return Step("throttled repeatedly: parked")
+
+
+def hand_over(rt: Runtime, job_id: str) -> None:
+    """Send a queued job to another node at the front of the line, as the pump would: parked
+    first, leased, so a message lost on the way is sent again by the pump."""
+    rt.store.park(job_id, wake_lease_ms(rt.settings))
+    send_submit(rt.settings, job_id, front=True)
 
 
 def record_answer(rt: Runtime, job_id: str, attempt_id: str, answer: Answer) -> Step | None:
