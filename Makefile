@@ -27,9 +27,11 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/backbeat demo
 
+# the short form (under 15 min on 2 cores): everything but the tests marked slow
 test: setup
 	$(BIN)/python -m pytest -m "not slow" -q
 
+# everything, the slow tests too (a longer chaos run, the chaos run with the knobs turned)
 test-all: setup
 	$(BIN)/python -m pytest -q
 

@@ -4,7 +4,13 @@ Usage: ``python tests/chaos/chaos.py --jobs 2000 --kills 12 --json report.json``
 Everything runs on loopback and stops by itself: the producer, the kills and the final wait are
 each bounded in count and time. The report counts, from the simulator's ledger and the job
 store: jobs lost, duplicate paid submissions (and whether each is explained by a recorded
-resubmission or duplicate), and jobs finished.
+resubmission or duplicate), jobs finished and their final states.
+
+``--profile defaults`` (the default) runs backbeat as a user would, with nothing tuned: every
+timeout, delay and retry knob at its shipped value (visibility timeout 3600 s, uncertain grace
+300 s, read timeout 30 s, ...); only the connection and the provider's rule are configured, and
+the provider's "accepted, then no answer" fault outlasts the 30 s read timeout. ``--profile
+fast`` is the earlier tuned run (visibility timeout 20 s, read timeout 2 s, grace 6 s, burst 5).
 """
 
 from __future__ import annotations
@@ -39,6 +45,13 @@ from backbeat.simulator import SimConfig, SimServer
 TERMINAL = {"succeeded", "failed", "expired", "cancelled"}
 #: a job acknowledged this long before Redis was killed must survive (appendfsync everysec)
 FSYNC_BOUND_S = 1.5
+#: ``--profile fast``: the knobs turned for speed (every other run uses the shipped defaults)
+FAST_KNOBS = {
+    "BACKBEAT_SUBMIT_BURST": "5", "BACKBEAT_POLL_RATE": "50/1s", "BACKBEAT_POLL_INTERVAL": "0.5",
+    "BACKBEAT_POLL_MIN_DELAY": "1", "BACKBEAT_POLL_MAX_DELAY": "4", "BACKBEAT_READ_TIMEOUT": "2",
+    "BACKBEAT_UNCERTAIN_GRACE": "6", "BACKBEAT_VISIBILITY_TIMEOUT": "20",
+    "BACKBEAT_OUTBOX_GRACE": "5", "BACKBEAT_MAX_ATTEMPTS": "10", "BACKBEAT_BREAKER_BASE": "1",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", default="40/1s", help="provider rule and submit rate")
     ap.add_argument("--timeout", type=float, default=900, help="bound on the whole run (s)")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--profile", choices=("defaults", "fast"), default="defaults",
+                    help="shipped defaults for every timeout, or the knobs turned for speed")
     ap.add_argument("--json", type=Path, help="write the report here too")
     args = ap.parse_args(argv)
     # SIGTERM unwinds through Chaos.run's ``finally``: every process it started is stopped
@@ -83,18 +98,19 @@ class Chaos:
             first_after_s=0.6, complete_after_s=1.0, callback_backoff_scale=0.5,
             seed=args.seed))
         self.env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if not k.startswith("BACKBEAT_")},
             "BACKBEAT_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
             "BACKBEAT_KEY_PREFIX": "chaos", "BACKBEAT_API_KEY": key,
             "BACKBEAT_PROVIDER": "sunoapi", "BACKBEAT_SECRET": secrets.token_hex(16),
             "BACKBEAT_CALLBACK_BASE_URL": f"http://127.0.0.1:{self.web_port}",
-            "BACKBEAT_SUBMIT_RATE": args.rate, "BACKBEAT_SUBMIT_BURST": "5",
-            "BACKBEAT_POLL_RATE": "50/1s", "BACKBEAT_POLL_INTERVAL": "0.5",
-            "BACKBEAT_POLL_MIN_DELAY": "1", "BACKBEAT_POLL_MAX_DELAY": "4",
-            "BACKBEAT_READ_TIMEOUT": "2", "BACKBEAT_UNCERTAIN_GRACE": "6",
-            "BACKBEAT_VISIBILITY_TIMEOUT": "20", "BACKBEAT_OUTBOX_GRACE": "5",
-            "BACKBEAT_MAX_ATTEMPTS": "10", "BACKBEAT_BREAKER_BASE": "1",
+            # the provider's rule, not a knob: the account's submit bucket is set to it
+            "BACKBEAT_SUBMIT_RATE": args.rate,
+            **(FAST_KNOBS if args.profile == "fast" else {}),
         }
+        self.settings = Settings.from_env(self.env)
+        #: the provider's "accepted, then no answer" fault: longer than the read timeout, so
+        #: the call really ends uncertain
+        self.accept_timeout_s = self.settings.read_timeout_s + 1
         self.procs: dict[str, Proc] = {}
         self.acked: dict[str, tuple[int, float]] = {}  # job id -> (index, wall time acked)
         self.redis_kills: list[float] = []
@@ -180,7 +196,7 @@ class Chaos:
         self.start()
         try:
             self.sim.set_knobs(server_error_rate=0.10, accept_timeout_rate=0.05,
-                               accept_timeout_sleep_s=3.0, drop_rate=0.03,
+                               accept_timeout_sleep_s=self.accept_timeout_s, drop_rate=0.03,
                                drop_after_accept=True, callback_loss_rate=0.10)
             stop = threading.Event()
             actors = [threading.Thread(target=self.produce, daemon=True),
@@ -265,6 +281,11 @@ class Chaos:
                                                 "timeouts_after_accept", "dropped",
                                                 "throttled", "callbacks_lost")},
             "max_calls_in_window": stats["max_calls_in_window"], "rule": list(self.rule),
+            "profile": self.args.profile,
+            "settings": {"visibility_timeout_s": self.settings.visibility_timeout_s,
+                         "uncertain_grace_s": self.settings.uncertain_grace_s,
+                         "read_timeout_s": self.settings.read_timeout_s,
+                         "submit_burst": self.settings.submit_burst},
             "elapsed_s": round(elapsed, 1),
         }
 
