@@ -187,3 +187,23 @@ def test_rolling_restart_drains_without_uncertainty_or_second_payment(fleet, sim
         for job_id, waited in waits.items():
             # the restart itself: from SIGTERM until the replacement node is ready
             assert waited <= ready - asked + 5, (job_id, waited)
+
+
+@pytest.mark.timeout(300)
+def test_a_live_node_keeps_its_leases_through_a_long_wait(fleet, sim, redis):
+    """Given a job that waits longer than a lease lasts (25 s for its token under a 2/50 s
+    rule, leases last 20 s), expect its live node's heartbeat to renew the lease: the job is
+    never reclaimed, and is submitted once, by that node."""
+    f = fleet("lw", workers=1, concurrency=2, defaults=True, BACKBEAT_SUBMIT_RATE="2/50s")
+    first = f.client.enqueue("add-instrumental", params(1))["id"]
+    second = f.client.enqueue("add-instrumental", params(2))["id"]
+    for job_id in (first, second):
+        assert f.client.wait(job_id, timeout=120)["state"] == "succeeded"
+    # whichever of the two got the second token (both messages were taken at once)
+    record = max((f.client.rt.store.get(j) for j in (first, second)),
+                 key=lambda r: r.int("submitting_at") - r.int("created_at"))
+    waited_s = (record.int("submitting_at") - record.int("created_at")) / 1000
+    assert waited_s > 20, waited_s  # it did wait longer than one lease
+    assert record.int("reclaims") == 0, f.client.history(record.id)
+    assert "from dead worker nodes" not in f.logs()
+    assert sim.stats()["accepted"] == 2
