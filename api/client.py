@@ -36,7 +36,8 @@ class Client:
         priority: int = 0,
         notify_url: str | None = None,
     ) -> dict[str, Any]:
-        """Validate and queue one job; raises marshmallow.ValidationError with field messages."""
+        """Validate and queue one job; raises backbeat's ValidationError (``.messages``: the
+        field messages HTTP answers under ``errors.json``) or IdempotencyConflict."""
         request: dict[str, Any] = {"type": type, "params": params, "priority": priority}
         if idempotency_key is not None:
             request["idempotency_key"] = idempotency_key

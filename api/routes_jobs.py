@@ -9,19 +9,22 @@ from typing import Any
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
-from marshmallow import ValidationError
 
 from ..workers import jobs
-from ..workers.errors import IdempotencyConflict, InvalidTransition, JobNotFound
+from ..workers.errors import IdempotencyConflict, InvalidTransition, JobNotFound, ValidationError
 from ..workers.runtime import Runtime
-from ..workers.schemas import JobRequest
 from ..workers.states import JobState
 from .auth import require_token
-from .schemas import ErrorOut, JobOut, JobPage, ListArgs
+from .schemas import JOB_COMPONENTS, ErrorOut, JobOut, JobPage, ListArgs
 
 IDEMPOTENCY_HEADER = {"in": "header", "name": "Idempotency-Key", "required": False,
                       "schema": {"type": "string", "maxLength": 200,
                                  "pattern": "^[A-Za-z0-9._:\\-]+$"}}
+_REFS = {job_type: f"#/components/schemas/{name}" for job_type, name in JOB_COMPONENTS.items()}
+#: the request body: one component per job type, chosen by ``type`` (api/schemas.py)
+JOB_REQUEST_BODY = {"required": True, "content": {"application/json": {"schema": {
+    "oneOf": [{"$ref": ref} for ref in _REFS.values()],
+    "discriminator": {"propertyName": "type", "mapping": _REFS}}}}}
 
 
 @contextmanager
@@ -38,14 +41,11 @@ def _job_errors() -> Iterator[None]:
 def jobs_blueprint(rt: Runtime) -> Blueprint:
     blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Generation jobs")
     blp.before_request(lambda: require_token(rt))
-    request_schema = JobRequest(models=rt.settings.models,
-                                default_model=rt.settings.default_model)
 
     @blp.route("")
     class Jobs(MethodView):
         @blp.doc(security=[{"bearer": []}], parameters=[IDEMPOTENCY_HEADER],
-                 requestBody={"required": True,
-                              "content": {"application/json": {"schema": request_schema}}})
+                 requestBody=JOB_REQUEST_BODY)
         @blp.response(202, JobOut)
         @blp.alt_response(409, schema=ErrorOut, description="idempotency key reused")
         @blp.alt_response(422, schema=ErrorOut, description="invalid request (field messages)")

@@ -9,20 +9,24 @@ import logging
 from typing import Any
 
 from flask import Flask, jsonify, request
-from flask_smorest import Api
+from flask_smorest import Api, abort
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
 from ..config.settings import Settings, get_settings
 from ..workers.runtime import Runtime
+from .auth import require_token
 from .routes_jobs import jobs_blueprint
 from .routes_ops import callbacks_blueprint, ops_blueprint
+from .schemas import job_request_components
 
 log = logging.getLogger(__name__)
 
 #: largest request body accepted, in bytes
 MAX_BODY_BYTES = 64 * 1024
+#: endpoints open without a bearer token in prod: liveness, and the signed callback URLs
+OPEN_ENDPOINTS = ("ops.healthz", "callbacks.")
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -40,11 +44,33 @@ def create_app(settings: Settings | None = None) -> Flask:
             "bearer": {"type": "http", "scheme": "bearer"}}}},
     )
     api = Api(app)
+    for name, schema in job_request_components(rt.settings.models,
+                                               rt.settings.default_model).items():
+        api.spec.components.schema(name, schema=schema)
     api.register_blueprint(jobs_blueprint(rt))
     api.register_blueprint(callbacks_blueprint(rt))
     api.register_blueprint(ops_blueprint(rt))
+    _guards(app, rt)
     _json_errors(app)
     return app
+
+
+def _guards(app: Flask, rt: Runtime) -> None:
+    """Before any route: the prod token check, and JSON nested too deeply to parse refused."""
+
+    @app.before_request
+    def closed_in_prod() -> None:
+        endpoint = request.endpoint or ""  # no endpoint: the 404/405 answers as it is
+        if rt.settings.is_prod and endpoint and not endpoint.startswith(OPEN_ENDPOINTS):
+            require_token(rt)
+
+    @app.before_request
+    def parseable_json() -> None:
+        try:
+            request.get_json(silent=True)  # cached: the route reads the same parse
+        except RecursionError:
+            abort(400, message="request body is nested too deeply",
+                  errors={"json": {"_schema": ["Nested too deeply."]}})
 
 
 def _json_errors(app: Flask) -> None:
@@ -60,6 +86,8 @@ def _json_errors(app: Flask) -> None:
                 payload["message"] = data["message"]
             if "errors" in data:
                 payload["errors"] = data["errors"]
+            elif "messages" in data:  # webargs' field messages (query, body, headers)
+                payload["errors"] = data["messages"]
         return jsonify(payload), err.code
 
     @app.errorhandler(RedisConnectionError)

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import marshmallow
+
 
 class BackbeatError(Exception):
     """Raised for any backbeat failure; the root of this hierarchy."""
 
 
-class ValidationError(BackbeatError, ValueError):
-    """Raised when a producer's request is invalid; ``messages`` maps field -> list of texts."""
+class ValidationError(BackbeatError, marshmallow.ValidationError, ValueError):
+    """Raised when a producer's request is invalid; ``messages`` maps field -> list of texts.
+
+    A subclass of marshmallow's error too, so ``except marshmallow.ValidationError`` still
+    matches and ``messages`` keeps its shape.
+    """
 
     def __init__(self, messages: dict) -> None:
-        super().__init__(f"invalid request: {messages}")
-        self.messages = messages
+        marshmallow.ValidationError.__init__(self, messages)
+        self.args = (f"invalid request: {messages}",)
 
 
 class IdempotencyConflict(BackbeatError):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import marshmallow
+
 from .dispatch import send_submit
-from .errors import InvalidTransition, JobNotFound
+from .errors import InvalidTransition, JobNotFound, ValidationError
 from .runtime import Runtime
 from .schemas import load_job_request
 from .states import JobState
@@ -20,13 +22,16 @@ def enqueue(rt: Runtime, request: dict[str, Any]) -> tuple[Job, bool]:
     Returns (job, created). The job sits in the outbox until its message is sent, so a crash
     between the two is repaired by housekeeping. A replay of the same idempotency key returns the
     first job; if that job is still ``queued`` its message is sent again (harmless: a submit
-    claims a job only from ``queued``). Raises marshmallow.ValidationError (field messages) or
+    claims a job only from ``queued``). Raises ValidationError (backbeat's, field messages) or
     IdempotencyConflict.
     """
     s = rt.settings
     data = load_job_request(request, s.models, s.default_model)
     if data.get("notify_url"):
-        check_notify_url(data["notify_url"], allow_private=s.webhook_allow_private)
+        try:
+            check_notify_url(data["notify_url"], allow_private=s.webhook_allow_private)
+        except marshmallow.ValidationError as err:
+            raise ValidationError(err.messages) from None
     job, created = rt.store.create(
         uuid.uuid4().hex,
         data["type"],

@@ -2,7 +2,8 @@
 
 The schemas carry every field the providers document for ``add-instrumental`` and ``add-vocals``
 (upstream-api.md section 1) except ``callBackUrl``, which backbeat builds and signs per job.
-Unknown fields and wrong types are rejected with field-level messages.
+Unknown fields and wrong types are rejected with field-level messages; text limits depend on the
+model (config/models.py) and weights go out rounded to two decimals.
 """
 
 from __future__ import annotations
@@ -17,46 +18,91 @@ from marshmallow import (
     post_load,
     pre_load,
     validate,
-    validates,
     validates_schema,
 )
 
-#: documented limits (sunoapi.org add-*: title 100; prompt/style bounds from the generate pages)
-TITLE_MAX = 100
-PROMPT_MAX = 5000
-STYLE_MAX = 1000
-TAGS_MAX = 1000
+from ..config.models import TEXT_FIELDS, limits_for
+from . import errors
+
+#: longest URL accepted, in characters
 URL_MAX = 2048
 JOB_TYPES = ("add-instrumental", "add-vocals")
+_SURROGATE = "Not valid Unicode text (it contains a lone surrogate)."
+
+
+def _encodable(text: str) -> bool:
+    """False for a string Redis and the provider cannot take (a lone surrogate from JSON)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Weight(fields.Float):
-    """A number in [0, 1] in steps of 0.01; strings and booleans are not numbers here."""
+    """A number in [0, 1] in steps of 0.01, returned rounded to two decimals (0.1 + 0.2 -> 0.3).
+
+    Strings and booleans are not numbers here. Off-step values such as 0.123 are refused, not
+    rounded: the providers' schemas say ``multipleOf 0.01`` and guessing would change the request.
+    """
 
     default_error_messages = {
         "invalid": "Not a valid number.",
         "step": "Must be a multiple of 0.01 (at most two decimals).",
     }
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(validate=validate.Range(min=0, max=1), metadata={"multipleOf": 0.01},
+                         **kwargs)
+
     def _deserialize(self, value: Any, attr, data, **kwargs) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.make_error("invalid")
-        number = super()._deserialize(value, attr, data, **kwargs)
+        number = super()._deserialize(value, attr, data, **kwargs)  # refuses nan, inf, 10**400
+        if not 0 <= number <= 1:
+            return number  # the Range validator names the bounds (1e308 * 100 would overflow)
         if abs(number * 100 - round(number * 100)) > 1e-9:
             raise self.make_error("step")
-        return number
+        return round(number, 2) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
-def _text(max_len: int, required: bool = True) -> fields.String:
-    return fields.String(
-        required=required,
-        validate=validate.Length(min=1 if required else 0, max=max_len),
-    )
+class Text(fields.String):
+    """A string of valid Unicode; unless ``blank_ok``, not empty or whitespace only."""
+
+    default_error_messages = {"surrogate": _SURROGATE, "blank": "Must not be blank."}
+
+    def __init__(self, *, blank_ok: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.blank_ok = blank_ok
+
+    def _deserialize(self, value: Any, attr, data, **kwargs) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not _encodable(text):
+            raise self.make_error("surrogate")
+        if not self.blank_ok and not text.strip():
+            raise self.make_error("blank")
+        return text
 
 
-def _url() -> fields.Url:
-    return fields.Url(required=True, schemes={"http", "https"},
-                      validate=validate.Length(max=URL_MAX))
+class HttpUrl(fields.Url):
+    """An absolute http(s) URL of valid Unicode, at most URL_MAX characters."""
+
+    default_error_messages = {"surrogate": _SURROGATE}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(schemes={"http", "https"}, validate=validate.Length(max=URL_MAX),
+                         **kwargs)
+
+    def _deserialize(self, value: Any, attr, data, **kwargs) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not _encodable(text):
+            raise self.make_error("surrogate")
+        return text
+
+
+def _text(blank_ok: bool = False) -> Text:
+    """A required provider text field; its length limit comes from the model's row."""
+    return Text(required=True, blank_ok=blank_ok, validate=validate.Length(min=1))
 
 
 class _ParamsBase(Schema):
@@ -66,20 +112,31 @@ class _ParamsBase(Schema):
         unknown = RAISE
         ordered = True
 
-    uploadUrl = _url()
-    title = _text(TITLE_MAX)
-    negativeTags = _text(TAGS_MAX)
+    uploadUrl = HttpUrl(required=True)
+    title = _text()
+    negativeTags = _text(blank_ok=True)
     model = fields.String(required=False)
     vocalGender = fields.String(required=False, validate=validate.OneOf(["m", "f"]))
-    styleWeight = Weight(required=False, validate=validate.Range(min=0, max=1))
-    weirdnessConstraint = Weight(required=False, validate=validate.Range(min=0, max=1))
-    audioWeight = Weight(required=False, validate=validate.Range(min=0, max=1))
+    styleWeight = Weight(required=False)
+    weirdnessConstraint = Weight(required=False)
+    audioWeight = Weight(required=False)
 
     def __init__(self, *, models: tuple[str, ...] = ("V4_5PLUS", "V5"),
                  default_model: str = "V4_5PLUS", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.models = tuple(models)
         self.default_model = default_model
+        # fields are shallow copies per instance: replace their lists and dicts, never mutate
+        model = self.fields["model"]
+        model.validators = [*model.validators, validate.OneOf(self.models)]
+        model.metadata = {**model.metadata, "default": default_model}
+        for name in TEXT_FIELDS:
+            if name in self.fields:  # documented as the most any allowed model takes
+                per_model = {m: limits_for(m).of(name) for m in self.models}
+                self.fields[name].metadata = {
+                    **self.fields[name].metadata, "maxLength": max(per_model.values()),
+                    "description": "At most, per model: "
+                    + ", ".join(f"{m} {n}" for m, n in per_model.items()) + " characters."}
 
     @pre_load
     def _refuse_callback(self, data: Any, **_: Any) -> Any:
@@ -90,10 +147,21 @@ class _ParamsBase(Schema):
             )
         return data
 
-    @validates("model")
-    def _check_model(self, value: str, **_: Any) -> None:
-        if value not in self.models:
-            raise ValidationError(f"Must be one of: {', '.join(self.models)}.")
+    @validates_schema(skip_on_field_errors=False, pass_original=True)
+    def _check_lengths(self, data: dict[str, Any], original: Any, **_: Any) -> None:
+        """Each text field within its limit for the request's model (config/models.py)."""
+        model = original.get("model") if isinstance(original, dict) else None
+        if model is None:
+            model = self.default_model
+        elif data.get("model") != model:
+            return  # an unknown model carries its own message
+        limits = limits_for(model)
+        errors = {name: [f"Longer than {limits.of(name)} characters, the limit for model "
+                         f"{model}."]
+                  for name in TEXT_FIELDS
+                  if isinstance(data.get(name), str) and len(data[name]) > limits.of(name)}
+        if errors:
+            raise ValidationError(errors)
 
     @post_load
     def _default_model(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -104,14 +172,14 @@ class _ParamsBase(Schema):
 class AddInstrumentalParams(_ParamsBase):
     """``POST /api/v1/generate/add-instrumental``: a backing track around uploaded vocals."""
 
-    tags = _text(TAGS_MAX)
+    tags = _text()
 
 
 class AddVocalsParams(_ParamsBase):
     """``POST /api/v1/generate/add-vocals``: vocals sung over an uploaded instrumental."""
 
-    prompt = _text(PROMPT_MAX)
-    style = _text(STYLE_MAX)
+    prompt = _text()
+    style = _text()
 
 
 PARAMS_SCHEMAS: dict[str, type[_ParamsBase]] = {
@@ -136,8 +204,7 @@ class JobRequest(Schema):
     )
     priority = fields.Integer(required=False, strict=True, validate=validate.Range(0, 9),
                               load_default=0)
-    notify_url = fields.Url(required=False, allow_none=True, schemes={"http", "https"},
-                            validate=validate.Length(max=URL_MAX))
+    notify_url = HttpUrl(required=False, allow_none=True)
 
     def __init__(self, *, models: tuple[str, ...] = ("V4_5PLUS", "V5"),
                  default_model: str = "V4_5PLUS", **kwargs: Any) -> None:
@@ -158,7 +225,10 @@ class JobRequest(Schema):
 
 
 def load_job_request(data: Any, models: tuple[str, ...], default_model: str) -> dict[str, Any]:
-    """Validate one producer request; raises marshmallow.ValidationError with field messages."""
+    """Validate one producer request; raises backbeat's ValidationError with field messages."""
     if not isinstance(data, dict):
-        raise ValidationError({"_schema": ["Invalid input type: expected a JSON object."]})
-    return JobRequest(models=models, default_model=default_model).load(data)
+        raise errors.ValidationError({"_schema": ["Invalid input type: expected a JSON object."]})
+    try:
+        return JobRequest(models=models, default_model=default_model).load(data)
+    except ValidationError as err:
+        raise errors.ValidationError(err.messages) from None
