@@ -6,7 +6,6 @@ from typing import Any
 
 from flask import request
 from flask_smorest import Blueprint, abort
-from marshmallow import ValidationError
 
 from ..workers.callbacks import apply_callback
 from ..workers.runtime import Runtime
@@ -28,24 +27,23 @@ def callbacks_blueprint(rt: Runtime) -> Blueprint:
                  "application/json": {"schema": {"type": "object"}}}})
     @blp.response(200, CallbackAck)
     @blp.alt_response(403, description="bad signature")
+    @blp.alt_response(401, description="bad or missing X-Webhook-Signature (kie, when set)")
     def callback(job_id: str) -> Any:
-        """Receive one provider callback for a job; answered at once."""
+        """Receive one provider callback for a job; answered at once. A correctly signed
+        callback is answered 200 whatever its shape (what cannot be used is logged and
+        ignored, so the provider stops retrying); only a bad signature is refused."""
         if not verify(rt.secret, job_id, request.args.get("sig")):
             abort(403, message="bad callback signature")
-        payload = request.get_json(silent=True)
+        payload = request.get_json(force=True, silent=True)  # whatever its Content-Type
         key = rt.settings.provider_webhook_key
         if key and not verify_provider_signature(
                 key, payload, request.headers.get("X-Webhook-Timestamp"),
                 request.headers.get("X-Webhook-Signature")):
             abort(401, message="bad or missing X-Webhook-Signature")
-        try:
-            result = apply_callback(rt, job_id, payload)
-        except ValidationError as err:
-            abort(422, errors={"json": err.messages})
-        except LookupError:
-            abort(404, message=f"no job {job_id}")
-        return {"code": 200, "msg": "applied" if result.applied else "no change",
-                "state": result.state}
+        result = apply_callback(rt, job_id, payload)
+        msg = "applied" if result.applied else (result.note if result.note.startswith(
+            ("ignored", "no such job")) else "no change")
+        return {"code": 200, "msg": msg, "state": result.state}
 
     return blp
 
@@ -93,7 +91,8 @@ def ops_blueprint(rt: Runtime) -> Blueprint:
         return limiter_status(rt)
 
     @blp.route("/metrics")
-    @blp.doc(responses={"200": {"description": "Prometheus text format"}})
+    @blp.doc(security=[{"bearer": []}],  # in prod only: web.py closes every route but two
+             responses={"200": {"description": "Prometheus text format"}})
     def metrics() -> Any:
         """Prometheus metrics: backlog sizes and duplicate upstream tasks."""
         k, r = rt.keys, rt.redis

@@ -2,7 +2,31 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields, post_dump, validate
+
+from ..workers.schemas import PARAMS_SCHEMAS, JobRequest, Text
+
+#: job type -> the OpenAPI component of its request body
+JOB_COMPONENTS = {"add-instrumental": "AddInstrumentalJob", "add-vocals": "AddVocalsJob"}
+
+
+def job_request_components(models: tuple[str, ...], default_model: str) -> dict[str, Schema]:
+    """Per job type, the request schema with its ``params`` spelled out (for the OpenAPI doc).
+
+    ``model`` lists the configured models; each text field's maxLength is the largest any of
+    them allows (the per-model figures are in its description).
+    """
+    out = {}
+    for job_type, name in JOB_COMPONENTS.items():
+        params = PARAMS_SCHEMAS[job_type](models=models, default_model=default_model)
+        cls = type(name, (JobRequest,), {
+            "__doc__": f"Create an ``{job_type}`` job.",
+            "type": fields.String(required=True, validate=validate.OneOf([job_type])),
+            "params": fields.Nested(params, required=True, metadata={
+                "description": "Provider fields of the job type, except callBackUrl."}),
+        })
+        out[name] = cls(models=models, default_model=default_model)
+    return out
 
 
 class JobError(Schema):
@@ -20,15 +44,29 @@ class ErrorOut(Schema):
 
 
 class TrackOut(Schema):
+    """One generated track: every field the provider returned (snake_case, workers/tracks.py),
+    the best known ones declared here, the rest passed through; ``expires_at`` is when the
+    provider deletes its files (the profile's retention)."""
+
     id = fields.String()
     audio_url = fields.String(allow_none=True)
     stream_audio_url = fields.String(allow_none=True)
     image_url = fields.String(allow_none=True)
+    source_audio_url = fields.String(allow_none=True)
+    source_stream_audio_url = fields.String(allow_none=True)
+    source_image_url = fields.String(allow_none=True)
     title = fields.String(allow_none=True)
     tags = fields.String(allow_none=True)
+    prompt = fields.String(allow_none=True)
     duration = fields.Float(allow_none=True)
     model_name = fields.String(allow_none=True)
     created_at = fields.String(allow_none=True)
+    expires_at = fields.String(allow_none=True)
+
+    @post_dump(pass_original=True)
+    def keep_the_rest(self, data: dict, original: dict, **_: object) -> dict:
+        """Fields a provider added that are not declared above pass through as they are."""
+        return {**{k: v for k, v in original.items() if k not in data}, **data}
 
 
 STATES = ["queued", "submitting", "submitted", "text_ready", "first_ready", "succeeded",
@@ -152,4 +190,4 @@ class LimiterOut(Schema):
 class PauseIn(Schema):
     """Why submissions are paused (shown to operators)."""
 
-    reason = fields.String(load_default="manual", validate=validate.Length(min=1, max=100))
+    reason = Text(load_default="manual", validate=validate.Length(min=1, max=100))

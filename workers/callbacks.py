@@ -1,99 +1,231 @@
-"""Provider stage callbacks: validate, adopt the upstream task id, apply the transition."""
+"""Provider stage callbacks: read leniently, adopt the upstream task, apply the transition.
+
+A callback reaches here only once its signature was checked (routes_ops.py), so it is answered
+200 whatever its shape: what cannot be used is logged and ignored, as a provider retrying a
+callback we cannot read gains nothing. The shapes accepted are those the providers' docs show:
+``task_id`` or ``taskId`` (in ``data``, or at the top level); ``callbackType`` in any case, with
+``failed``/``fail`` for ``error`` (api.box's spelling); ``code`` as a number or a numeric string,
+or missing (then ``callbackType`` decides); ``data.data`` a list, one object, ``[]``, null or
+missing; any extra field. A non-200 code is a failure, whatever the stage.
+
+Ownership: the job's upstream task is the first one a transition records (``upstream_task_id``);
+a callback of another task never moves the job (it is recorded in ``duplicate_task_ids``), nor
+does one of a task an earlier round made (``previous_task_ids``, before a caller retry). A job
+with no task yet first adopts the callback's task (-> ``submitted``, ``upstream_task_id`` set,
+``adopted``), then the stage applies as for any submitted job, so every state a callback moves
+the job to has the task polling needs:
+
+- ``submitting`` (the call is uncertain, or its answer not recorded yet): adopted;
+- ``queued`` (the uncertain grace put the attempt back, a reclaim, or a transient answer hid a
+  task the provider did create): adopted too (``adopted_late``), and the job is not submitted
+  again: the message that would resubmit it finds it out of ``queued`` and never calls the
+  provider (exactly once). An ``error`` callback adopted this way is a failure of a submitted
+  task like any other (failed, or resubmitted when the provider calls its code retryable);
+- a terminal job (failed by the ``fail`` policy, cancelled, expired): not moved; the task is
+  recorded as a duplicate (paid, never this job's result).
+
+Each transition is conditional on the state and attempt read with the job, so a callback racing
+the provider's answer (or a poll) is re-read and decided again, never applied on stale facts.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
-
-from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
 from . import upstream
 from .reconcile import next_poll_delay_ms
+from .regeneration import apply_reported
 from .runtime import Runtime
-from .states import JobState
+from .states import RANK, JobState
+from .store import Job
 
 log = logging.getLogger(__name__)
 
-
-class CallbackItem(Schema):
-    """One track in a callback (snake_case, except ``createTime``)."""
-
-    class Meta:
-        unknown = INCLUDE
-
-    id = fields.String()
-    audio_url = fields.String(allow_none=True)
-    stream_audio_url = fields.String(allow_none=True)
-    image_url = fields.String(allow_none=True)
-    title = fields.String(allow_none=True)
-    tags = fields.String(allow_none=True)
-    duration = fields.Float(allow_none=True)
-
-
-class CallbackData(Schema):
-    """The ``data`` object of a callback."""
-
-    class Meta:
-        unknown = INCLUDE
-
-    callbackType = fields.String(
-        required=True, validate=validate.OneOf(["text", "first", "complete", "error"]))
-    task_id = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    data = fields.List(fields.Nested(CallbackItem), allow_none=True, load_default=None)
+#: ``callbackType`` spellings (lower case) -> the stage they mean
+CALLBACK_TYPES = {
+    "text": "text",
+    "first": "first",
+    "complete": "complete",
+    "completed": "complete",
+    "error": "error",
+    "failed": "error",
+    "fail": "error",
+    "failure": "error",
+}
+#: longest task id taken from a callback
+MAX_TASK_ID = 200
+#: times a callback is re-read and decided again (after adopting, or losing a race)
+ROUNDS = 5
+#: what _apply_once returns when the job just adopted the callback's task
+ADOPTED = "adopted"
 
 
-class CallbackBody(Schema):
-    """A provider stage callback: ``{code, msg, data: {callbackType, task_id, data: [...]}}``."""
+@dataclass(frozen=True)
+class Callback:
+    """What backbeat can use of one callback body; ``kind`` None means nothing."""
 
-    class Meta:
-        unknown = INCLUDE
+    task_id: str | None
+    kind: str | None
+    code: int | None
+    msg: str
+    items: Any = None
+    problems: tuple[str, ...] = field(default=())
 
-    code = fields.Integer(required=True, strict=True)
-    msg = fields.String(load_default="", allow_none=True)
-    data = fields.Nested(CallbackData, required=True)
+    @property
+    def usable(self) -> bool:
+        return bool(self.task_id) and self.kind is not None
+
+    def body(self) -> dict[str, Any]:
+        """The canonical body ``upstream.from_callback`` reads."""
+        code: Any = self.code
+        if code is None:
+            code = "error" if self.kind == "error" else 200
+        return {"code": code, "msg": self.msg,
+                "data": {"callbackType": self.kind, "task_id": self.task_id,
+                         "data": None if self.kind == "error" else self.items}}
+
+
+def read_callback(payload: Any) -> Callback:
+    """Read a callback body in any of the providers' shapes; never raises."""
+    if not isinstance(payload, dict):
+        return Callback(None, None, None, "", problems=("body is not a JSON object",))
+    problems = []
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        problems.append("no data object")
+        data = {}
+    task_id = None
+    for source in (data.get("task_id"), data.get("taskId"), payload.get("task_id"),
+                   payload.get("taskId")):
+        if isinstance(source, str | int) and not isinstance(source, bool) and str(source).strip():
+            task_id = str(source).strip()
+            break
+    if task_id is None:
+        problems.append("no task id")
+    elif len(task_id) > MAX_TASK_ID:
+        problems.append("task id too long")
+        task_id = None
+    code = _code(payload.get("code"))
+    if code is None and payload.get("code") is not None:
+        problems.append(f"code {payload.get('code')!r} unreadable")
+    raw_kind = data.get("callbackType", data.get("callback_type", payload.get("callbackType")))
+    kind = CALLBACK_TYPES.get(str(raw_kind).strip().lower()) if raw_kind is not None else None
+    if kind is None:
+        if code not in (None, 200):  # a failure code says enough on its own
+            kind = "error"
+        else:
+            problems.append(f"callbackType {raw_kind!r} unknown")
+    msg = payload.get("msg", payload.get("message"))
+    return Callback(task_id, kind, code, "" if msg is None else str(msg)[:500],
+                    data.get("data"), tuple(problems))
+
+
+def _code(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return None
 
 
 @dataclass(frozen=True)
 class CallbackResult:
-    """What a callback changed: ``applied`` false for repeats, late or out-of-order stages."""
+    """What a callback changed: ``applied`` false for repeats, late or out-of-order stages,
+    other tasks, and bodies that could not be used (``note`` says which)."""
 
     applied: bool
     state: str
     adopted: bool = False
+    note: str = ""
 
 
 def apply_callback(rt: Runtime, job_id: str, payload: Any) -> CallbackResult:
-    """Validate and apply one callback for a job whose signature was already checked.
-    Raises marshmallow.ValidationError for a malformed body and LookupError for no such job."""
-    body = CallbackBody().load(payload if isinstance(payload, dict) else {})
+    """Read and apply one callback for a job whose signature was already checked; never raises
+    for the body's shape (see the module docstring)."""
     store = rt.store
     job = store.get(job_id)
     if job is None:
-        raise LookupError(job_id)
-    task_id, update = upstream.from_callback(body)
+        log.warning("callback for job %s ignored: no such job (expired or never created)",
+                    job_id)
+        return CallbackResult(False, "", note="no such job")
+    cb = read_callback(payload)
+    if cb.problems:
+        log.warning("job %s: callback %s: %s", job_id, "partly used" if cb.usable else "ignored",
+                    "; ".join(cb.problems))
+    if not cb.usable:
+        store.annotate(job_id, {"+callbacks_ignored": 1})
+        return CallbackResult(False, job.state.value, note="ignored: " + "; ".join(cb.problems))
+    task_id, update = upstream.from_callback(cb.body(),
+                                             rt.settings.provider.track_retention_days)
     adopted = False
-    if task_id and task_id in job.previous_task_ids:
+    for _ in range(ROUNDS):
+        result = _apply_once(rt, job, task_id or "", update)
+        if isinstance(result, CallbackResult):
+            return replace(result, applied=result.applied or adopted, adopted=adopted)
+        adopted = adopted or result == ADOPTED
+        job = store.get(job_id)  # adopted, or lost a race: decide again on the job as it is
+        if job is None:
+            return CallbackResult(False, "", note="no such job")
+    return CallbackResult(adopted, job.state.value, adopted=adopted, note="raced")
+
+
+def _apply_once(rt: Runtime, job: Job, task_id: str,
+                update: upstream.Update) -> CallbackResult | str | None:
+    """Decide and apply on ``job`` as read: a result, ADOPTED (the job took the task: apply
+    the stage next), or None when a conditional transition lost a race."""
+    store, state = rt.store, job.state
+    if task_id in job.previous_task_ids:
         # a late callback of the task an earlier round made (the job was retried since): it
         # says nothing about this round, and must not be adopted as this round's task
-        log.info("job %s: callback of earlier task %s ignored", job_id, task_id)
-        return CallbackResult(False, job.state.value)
-    if job.state is JobState.SUBMITTING and task_id:
-        # an uncertain (or still in-flight) submission: the callback names its upstream task
-        moved = store.transition(job_id, JobState.SUBMITTED, "adopted from callback",
-                                 fields={"upstream_task_id": task_id, "adopted": "1"},
+        log.info("job %s: callback of earlier task %s ignored", job.id, task_id)
+        return CallbackResult(False, state.value, note="task of an earlier round")
+    own = job.upstream_task_id
+    if own and own != task_id:
+        if store.add_duplicate(job.id, task_id):
+            log.warning("job %s: second upstream task %s recorded as duplicate", job.id, task_id)
+        return CallbackResult(False, state.value, note="not this job's task")
+    if own is None:
+        if state.terminal:
+            if store.add_duplicate(job.id, task_id):
+                log.warning("job %s: task %s called back after the job ended %s: duplicate",
+                            job.id, task_id, state.value)
+            return CallbackResult(False, state.value, note="job ended before its task")
+        # adopt first (as the provider's answer would have), then apply the stage below, so
+        # an adopted failure is handled as any failure of a submitted task
+        fields = {"upstream_task_id": task_id, "adopted": "1"}
+        if state is JobState.QUEUED:
+            fields["adopted_late"] = "1"
+        moved = store.transition(job.id, JobState.SUBMITTED,
+                                 f"adopted from callback (job was {state.value})",
+                                 require_from=state, require_attempt=job.get("attempt_id") or None,
+                                 fields=fields,
                                  poll_delay_ms=int(rt.settings.poll_min_delay_s * 1000))
-        adopted = moved.applied
-    elif task_id and job.upstream_task_id and task_id != job.upstream_task_id:
-        if store.add_duplicate(job_id, task_id):
-            log.warning("job %s: second upstream task %s recorded as duplicate", job_id, task_id)
-        return CallbackResult(False, job.state.value)
-    store.annotate(job_id, {"callbacks": "1", "+callbacks_received": 1})
+        if moved.applied:
+            log.info("job %s: adopted upstream task %s from a callback while %s", job.id,
+                     task_id, state.value)
+            return ADOPTED
+        return None
+    if state.terminal or update.state is None or RANK[update.state] <= RANK[state]:
+        # a repeat or an earlier stage: nothing moves, but its track fields are kept
+        if update.fields.get("tracks"):
+            store.complete_tracks(job.id, task_id, json.loads(update.fields["tracks"]))
+        store.annotate(job.id, {"callbacks": "1", "+callbacks_received": 1})
+        return CallbackResult(False, state.value)
+    fields = {**update.fields, "callbacks": "1", "+callbacks_received": 1}
     age_ms = store.now_ms() - job.int("created_at")
-    result = store.transition(job_id, update.state, update.reason, fields=update.fields,
-                              poll_delay_ms=next_poll_delay_ms(rt, age_ms, callbacks_seen=True))
-    now = store.get(job_id)
-    return CallbackResult(result.applied, now.state.value if now else "", adopted)
+    moved = apply_reported(rt, job, update.state, update.reason, fields,
+                           poll_delay_ms=next_poll_delay_ms(rt, age_ms, callbacks_seen=True))
+    if not moved.applied:
+        return None
+    now = store.get(job.id)
+    return CallbackResult(True, now.state.value if now else update.state.value)
 
 
-__all__ = ["CallbackResult", "ValidationError", "apply_callback"]
+__all__ = ["Callback", "CallbackResult", "apply_callback", "read_callback"]
