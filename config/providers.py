@@ -19,6 +19,9 @@ class Outcome(StrEnum):
     CREDITS = "credits"
     #: bad or missing key: same pause, operator told clearly
     UNAUTHORIZED = "unauthorized"
+    #: 404 "invalid request method or path": a setup error (base URL, path) for the whole
+    #: fleet, never one job's fault: the same pause, with its own reason
+    NOT_FOUND = "not_found"
     #: provider refused these parameters: job -> failed, never retried
     REJECTED = "rejected"
     #: 5xx, unknown codes, connect errors: bounded retry with jitter
@@ -45,8 +48,19 @@ class ProviderProfile:
     transient: frozenset[int]
     #: situation -> code this provider answers with (simulator side)
     emits: dict[str, int] = field(default_factory=dict)
-    #: callback codes after which regenerating usually works (credits refunded etc.)
+    #: generation-failure codes (callback ``code``, record-info ``errorCode``) after which
+    #: regenerating usually works (credits refunded etc.): the job is resubmitted
     retryable_callback_codes: frozenset[int] = frozenset()
+    #: 404 on both providers: "invalid request method or path"
+    not_found: frozenset[int] = frozenset({404})
+    #: the credits endpoint (GET; ``data`` is the balance)
+    credit_path: str = ""
+    #: every code the provider documents for create and record-info calls, with its wording
+    codes: dict[int, str] = field(default_factory=dict)
+    #: every code the provider documents in stage callbacks, with its wording
+    callback_codes: dict[int, str] = field(default_factory=dict)
+    #: days the provider keeps generated files (audio, images) after creating them
+    track_retention_days: float = 14.0
 
     def outcome_for(self, code: int) -> Outcome:
         """Map one answer code (body code, or HTTP status when the body has none)."""
@@ -57,11 +71,25 @@ class ProviderProfile:
             (self.maintenance, Outcome.MAINTENANCE),
             (self.credits, Outcome.CREDITS),
             (self.auth, Outcome.UNAUTHORIZED),
+            (self.not_found, Outcome.NOT_FOUND),
             (self.rejected, Outcome.REJECTED),
         ):
             if code in codes:
                 return outcome
         return Outcome.TRANSIENT
+
+    def retryable_failure(self, code: object) -> bool:
+        """Whether a generation failure with this code (a callback ``code``, a record-info
+        ``errorCode``, or the record-info status when it has no code) is worth a new task."""
+        text = str(code)
+        if text in RETRYABLE_STATUSES:
+            return True
+        return text.isdigit() and int(text) in self.retryable_callback_codes
+
+
+#: record-info failure statuses after which a new task usually works (the task was never
+#: created); every other failure status is final unless its ``errorCode`` is retryable
+RETRYABLE_STATUSES = frozenset({"CREATE_TASK_FAILED"})
 
 
 KIE = ProviderProfile(
@@ -71,8 +99,8 @@ KIE = ProviderProfile(
     maintenance=frozenset({455}),
     credits=frozenset({402}),
     auth=frozenset({401}),
-    rejected=frozenset({400, 409, 413, 422, 451}),
-    transient=frozenset({500, 501, 502, 503, 504, 505}),
+    rejected=frozenset({400, 409, 413, 422, 451, 505}),
+    transient=frozenset({500, 501, 502, 503, 504}),
     emits={
         "throttled": 429,
         "maintenance": 455,
@@ -84,6 +112,33 @@ KIE = ProviderProfile(
         "server_error": 500,
     },
     retryable_callback_codes=frozenset({500, 501, 531}),
+    credit_path="/api/v1/chat/credit",
+    codes={
+        200: "Success - Request processed successfully",
+        401: "Unauthorized - Authentication credentials missing or invalid",
+        402: "Insufficient credits - Account does not have enough credits to perform this "
+             "operation",
+        404: "Not found - Requested resource or endpoint does not exist",
+        409: "Conflict - WAV record already exists",
+        422: "Validation error - Request parameters failed validation checks",
+        429: "Rate limit exceeded - Request limit for this resource has been exceeded",
+        451: "Unauthorized - Failed to retrieve image. Please verify any access restrictions "
+             "set by you or your service provider.",
+        455: "Service unavailable - System currently undergoing maintenance",
+        500: "Server error - Unexpected error occurred while processing request",
+        501: "Generation failed",
+        505: "Feature disabled",
+    },
+    callback_codes={
+        200: "Success",
+        400: "Lyrics contain copyrighted material",
+        408: "Timeout",
+        413: "Uploaded audio matches an existing work",
+        500: "Unexpected server error",
+        501: "Audio generation failed",
+        531: "Generation failed, credits refunded; please retry",
+    },
+    track_retention_days=14.0,  # "Generated files will be retained for 14 days"
 )
 
 SUNOAPI = ProviderProfile(
@@ -106,6 +161,26 @@ SUNOAPI = ProviderProfile(
         "server_error": 500,
     },
     retryable_callback_codes=frozenset({500}),
+    credit_path="/api/v1/generate/credit",
+    codes={
+        200: "Request successful",
+        400: "Invalid parameters",
+        401: "Unauthorized access",
+        404: "Invalid request method or path",
+        405: "Rate limit exceeded",
+        413: "Theme or prompt too long",
+        429: "Insufficient credits",
+        430: "Your call frequency is too high. Please try again later",
+        455: "System maintenance",
+        500: "Server error",
+    },
+    callback_codes={
+        200: "Success",
+        400: "Parameter error or content violation",
+        451: "Download failed: could not fetch the related files",
+        500: "Server error, please try again later",
+    },
+    track_retention_days=14.0,  # the docs say 14 and 15 days: the shorter one
 )
 
 PROFILES: dict[str, ProviderProfile] = {p.name: p for p in (KIE, SUNOAPI)}

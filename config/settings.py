@@ -23,7 +23,8 @@ BACKBEAT_ENV              ``dev`` or ``prod`` (prod requires secrets)  dev
 BACKBEAT_MODELS           allowed ``model`` values                    V4_5PLUS,V5
 BACKBEAT_DEFAULT_MODEL    ``model`` when a request names none         V4_5PLUS
 BACKBEAT_KEY_PREFIX       prefix of every Redis key                   bb
-BACKBEAT_MAX_ATTEMPTS     transient-error attempts before ``failed``  5
+BACKBEAT_MAX_ATTEMPTS     attempts (transient errors, retryable      5
+                          generation failures) before ``failed``
 BACKBEAT_CONNECT_TIMEOUT  seconds to connect to the provider          5
 BACKBEAT_READ_TIMEOUT     seconds to wait for the provider's answer   30
 BACKBEAT_POLL_INTERVAL    seconds between reconcile beats             2
@@ -43,6 +44,7 @@ BACKBEAT_WEBHOOK_ALLOW_PRIVATE  allow loopback/private notify_url      false
 BACKBEAT_WEBHOOK_MAX_ATTEMPTS   deliveries tried per notification      8
 BACKBEAT_PROVIDER_WEBHOOK_KEY   kie ``webhookHmacKey``: verify callbacks (empty)
 BACKBEAT_VISIBILITY_TIMEOUT     broker redelivery after a lost worker, s 3600
+BACKBEAT_POLLS_SHARE_SUBMIT_WINDOW  polls draw from the submit window too  false
 ========================  ==========================================  ===========================
 """
 
@@ -154,6 +156,9 @@ class Settings:
     webhook_max_attempts: int = 8
     provider_webhook_key: Secret = field(default_factory=lambda: Secret(""))
     visibility_timeout_s: float = 3600.0
+    #: record-info polls take their grants from the submit bucket's log as well (for a
+    #: provider whose one N/W rule counts polls and submissions together)
+    polls_share_submit_window: bool = False
 
     def deadline_s(self, job_type: str) -> float:
         """Seconds a job of ``job_type`` may take before it expires."""
@@ -219,6 +224,8 @@ class Settings:
                                       minimum=1),
             provider_webhook_key=Secret(get("PROVIDER_WEBHOOK_KEY")),
             visibility_timeout_s=_float(get("VISIBILITY_TIMEOUT", "3600"), "VISIBILITY_TIMEOUT"),
+            polls_share_submit_window=_bool(get("POLLS_SHARE_SUBMIT_WINDOW", "false"),
+                                            "POLLS_SHARE_SUBMIT_WINDOW"),
         )
         for name, url in (("REDIS_URL", settings.redis_url), ("BROKER_URL", settings.broker_url)):
             if is_sentinel(url):  # a malformed Sentinel URL fails here, naming the variable

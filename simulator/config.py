@@ -46,7 +46,16 @@ _KINDS: dict[str, str] = {
     "drop_after_accept": "bool",
     "latency_ms": "nonneg",
     "hold_polls": "bool",
+    "create_code": "opt_int",
+    "record_info_code": "opt_int",
+    "fail_status": "str",
+    "fail_code": "opt_int",
+    "credits_balance": "nonneg",
+    "credit_cost": "nonneg",
 }
+
+#: what a failing task (``fail_rate``) ends in
+FAIL_STATUSES = ("GENERATE_AUDIO_FAILED", "CREATE_TASK_FAILED", "CALLBACK_EXCEPTION")
 
 #: every knob name, sorted (what GET /__faults shows)
 KNOBS: tuple[str, ...] = tuple(sorted(_KINDS))
@@ -110,11 +119,40 @@ class SimConfig:
     #: record-info answers are decided when the call arrives and sent once this is off again
     #: (a poll in flight across an outside event, e.g. a deadline)
     hold_polls: bool = False
+    #: every create call is answered with this code of the profile's documented table (its
+    #: documented wording as ``msg``; no task, nothing charged), e.g. 405 on sunoapi, 409 or
+    #: 451 on kie, 404 on both; None: the normal checks
+    create_code: int | None = None
+    #: every record-info call is answered with this documented code; None: the normal answer
+    record_info_code: int | None = None
+    #: the status a failing task (``fail_rate``) ends in: GENERATE_AUDIO_FAILED (its error
+    #: callback and errorCode), CREATE_TASK_FAILED (early, at the text stage; errorCode null
+    #: unless ``fail_code``, callback code 500 unless ``fail_code``) or CALLBACK_EXCEPTION (the
+    #: audio exists and record-info shows it, but the final callback never comes)
+    fail_status: str = "GENERATE_AUDIO_FAILED"
+    #: the code of a failing task's error callback and record-info errorCode (e.g. kie 531,
+    #: which refunds the task's credits); None: the profile's usual one (kie 501, sunoapi 400)
+    fail_code: int | None = None
+    #: every API key's starting balance (GET the profile's credit endpoint); setting it
+    #: refills every key
+    credits_balance: float = 10_000.0
+    #: credits one accepted create call costs its key (0: free); a key whose balance is below
+    #: it is answered the profile's credits code
+    credit_cost: float = 0.0
 
     def __post_init__(self) -> None:
-        get_profile(self.profile)
+        profile = get_profile(self.profile)
         for name, kind in _KINDS.items():
             object.__setattr__(self, name, _check(name, kind, getattr(self, name)))
+        for name in ("create_code", "record_info_code"):
+            code = getattr(self, name)
+            if code is not None and (code == 200 or code not in profile.codes):
+                raise ValueError(f"{name} must be an error code of the {profile.name} table: "
+                                 f"{sorted(c for c in profile.codes if c != 200)}")
+        if self.fail_status not in FAIL_STATUSES:
+            raise ValueError(f"fail_status must be one of {list(FAIL_STATUSES)}")
+        if self.fail_code == 200:
+            raise ValueError("fail_code must be a failure code")
         if not self.text_after_s <= self.first_after_s <= self.complete_after_s:
             raise ValueError("need text_after_s <= first_after_s <= complete_after_s")
 

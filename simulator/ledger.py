@@ -27,6 +27,7 @@ _OUTCOME_COUNTERS: dict[str, tuple[str, ...]] = {
     "credits": ("credits",),
     "maintenance": ("maintenance",),
     "server_error": ("server_errors",),
+    "forced": ("forced_codes",),
 }
 #: counters always present in /__stats, even at zero
 _COUNTERS = (
@@ -40,6 +41,8 @@ _COUNTERS = (
     "timeouts_after_accept",
     "dropped",
     "not_found",
+    "forced_codes",
+    "credit_checks",
     "polls",
     "polls_throttled",
     "polls_unknown_task",
@@ -98,6 +101,7 @@ class Ledger:
             self._seen: set[tuple[str, str]] = set()
             self._duplicates = 0
             self._duplicate_titles: list[str] = []
+            self._balances: dict[str, float] = {}
 
     def admit_create(self, limit: int, window_s: float) -> tuple[bool, float]:
         """Count a create attempt at the rate check; (admitted?, monotonic time of the check)."""
@@ -111,11 +115,13 @@ class Ledger:
             return True, now
 
     def admit_poll(
-        self, task_id: str, limit: int, window_s: float, account: tuple[int, float] | None
+        self, task_id: str, limit: int, window_s: float, account: tuple[int, float] | None,
+        now: float | None = None,
     ) -> bool:
-        """Admit one record-info poll against the task's window (and the account's, if given)."""
+        """Admit one record-info poll arriving at ``now`` (default: now) against the task's
+        window (and the account's, if given)."""
         with self.lock:
-            now = time.monotonic()
+            now = time.monotonic() if now is None else now
             polls = self._poll_windows.setdefault(task_id, deque())
             _prune(polls, now, window_s)
             if len(polls) >= limit:
@@ -127,6 +133,25 @@ class Ledger:
                 self._window.append(now)
             polls.append(now)
             return True
+
+    def balance(self, key: str, start: float) -> float:
+        """The credits left on API key ``key`` (``start`` until it is first charged)."""
+        with self.lock:
+            return self._balances.get(key, start)
+
+    def charge(self, key: str, start: float, cost: float) -> bool:
+        """Take ``cost`` credits from ``key``; False (nothing taken) when it has less."""
+        with self.lock:
+            left = self._balances.get(key, start)
+            if left < cost:
+                return False
+            self._balances[key] = left - cost
+            return True
+
+    def refill(self) -> None:
+        """Every key back to the starting balance."""
+        with self.lock:
+            self._balances.clear()
 
     def add_task(self, task: Task) -> bool:
         """Store an accepted (charged) task; True when its (endpoint, title) was paid before."""
@@ -169,15 +194,17 @@ class Ledger:
         with self.lock:
             return [dict(c) for c in self._calls]
 
-    def record_poll(self, task_id: str | None, code: int, counter: str | None = None) -> None:
+    def record_poll(self, task_id: str | None, code: int, counter: str | None = None,
+                    t: float | None = None) -> None:
         """Count one record-info poll (and ``counter`` beside it) and append it to the poll log
-        (t, taskId, code), which is capped at MAX_POLL_LOG entries."""
+        (t: its arrival, default now; taskId; code), which is capped at MAX_POLL_LOG entries."""
         with self.lock:
             self._counts["polls"] += 1
             if counter:
                 self._counts[counter] += 1
             if len(self._polls) < MAX_POLL_LOG:
-                self._polls.append({"t": time.monotonic(), "taskId": task_id, "code": code})
+                self._polls.append({"t": time.monotonic() if t is None else t,
+                                    "taskId": task_id, "code": code})
 
     def polls(self) -> list[dict[str, Any]]:
         """A copy of the poll log, in arrival order."""

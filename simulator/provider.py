@@ -65,6 +65,15 @@ class Simulator:
 
     # -- answers -------------------------------------------------------------------------
 
+    def answer_code(self, code: int, cfg: SimConfig) -> Answer:
+        """An answer with one code of the profile's documented table and its wording (the
+        ``create_code`` / ``record_info_code`` knobs): HTTP 200 with the code in the body, or
+        the code as HTTP status too for 404 and 5xx, and for every code with
+        ``http_status_errors``."""
+        status = code if cfg.http_status_errors or code == 404 or code >= 500 else 200
+        return Answer(status, envelope(code, self.profile.codes.get(code, "error")),
+                      delay_s=cfg.latency_ms / 1000)
+
     def error(self, situation: str, cfg: SimConfig, msg: str | None = None) -> Answer:
         """An error answer for ``situation`` with the profile's code."""
         code = self.profile.emits[situation]
@@ -120,6 +129,11 @@ class Simulator:
                 outcome="dropped",
             )
             return Answer(drop=True)
+        if cfg.create_code is not None:
+            answer = self.answer_code(cfg.create_code, cfg)
+            self.ledger.record_call(t=time.monotonic(), endpoint=endpoint, code=cfg.create_code,
+                                    title=title, taskId=None, outcome="forced")
+            return answer
         if cfg.maintenance:
             return reject("maintenance")
         if server_error:
@@ -127,6 +141,8 @@ class Simulator:
         if not self._authorized(cfg, authorization):
             return reject("unauthorized")
         if cfg.credits_exhausted:
+            return reject("credits")
+        if self.ledger.balance(authorization or "", cfg.credits_balance) < cfg.credit_cost:
             return reject("credits")
         try:
             if isinstance(body, Invalid):
@@ -137,11 +153,11 @@ class Simulator:
         admitted, t = self.ledger.admit_create(cfg.rate_limit, cfg.rate_window_s)
         if not admitted:
             return reject("throttled", t=t)
-        return self._accept(endpoint, body, title, cfg, t, drop, slow)
+        return self._accept(endpoint, body, title, cfg, t, drop, slow, authorization or "")
 
     def _accept(
         self, endpoint: str, body: dict[str, Any], title: str | None, cfg: SimConfig,
-        t: float, drop: bool, slow: bool,
+        t: float, drop: bool, slow: bool, key: str = "",
     ) -> Answer:
         """Create and charge the task, schedule its callbacks, then answer (or not)."""
         outcome = "dropped_after_accept" if drop else "timeout_after_accept" if slow else "accepted"
@@ -150,6 +166,8 @@ class Simulator:
         with self.ledger.lock:
             task_id = f"{self.rng.getrandbits(128):032x}"
             task = plan_task(task_id, endpoint, body, cfg, self.rng, t)
+            if not task.refunded:  # kie's 531 gives the credits back: charge nothing
+                self.ledger.charge(key, cfg.credits_balance, cfg.credit_cost)
             self.ledger.add_task(task)
             self._schedule_callbacks(task, cfg)
             self.ledger.record_call(
@@ -172,19 +190,22 @@ class Simulator:
     # -- record-info ---------------------------------------------------------------------
 
     def record_info(self, task_id: str | None, authorization: str | None) -> Answer:
-        """Handle GET record-info and log it (GET /__polls)."""
-        answer, counter = self._record_info(task_id, authorization)
+        """Handle GET record-info and log it (GET /__polls) at its arrival time."""
+        t = time.monotonic()
+        answer, counter = self._record_info(task_id, authorization, t)
         self.ledger.record_poll(task_id, int(answer.body.get("code", answer.status))
-                                if isinstance(answer.body, dict) else answer.status, counter)
+                                if isinstance(answer.body, dict) else answer.status, counter, t)
         return answer
 
-    def _record_info(self, task_id: str | None,
-                     authorization: str | None) -> tuple[Answer, str | None]:
+    def _record_info(self, task_id: str | None, authorization: str | None,
+                     t: float) -> tuple[Answer, str | None]:
         """GET record-info: faults, auth, unknown task, poll windows, then the data. Returns
         the answer and the poll counter it adds beside ``polls`` (counted with the poll's log
         entry, so the counts and the log agree at any moment)."""
         cfg = self.config
         (server_error,) = self._draw(cfg.server_error_rate)
+        if cfg.record_info_code is not None:
+            return self.answer_code(cfg.record_info_code, cfg), "forced_codes"
         if cfg.maintenance:
             return self.error("maintenance", cfg), None
         if server_error:
@@ -196,12 +217,26 @@ class Simulator:
             return self.error("invalid", cfg, "task not found"), "polls_unknown_task"
         account = (cfg.rate_limit, cfg.rate_window_s) if cfg.polls_count_in_window else None
         limit, window_s = cfg.poll_limit_per_s, cfg.poll_window_s
-        if not self.ledger.admit_poll(task.task_id, limit, window_s, account):
+        if not self.ledger.admit_poll(task.task_id, limit, window_s, account, now=t):
             return self.error("throttled", cfg), "polls_throttled"
         data = record_info_data(task, time.monotonic())
         answer = Answer(200, envelope(200, "success", data), delay_s=cfg.latency_ms / 1000,
                         hold=self.released if cfg.hold_polls else None)
         return answer, None
+
+    # -- credits -------------------------------------------------------------------------
+
+    def credit(self, authorization: str | None) -> Answer:
+        """GET the profile's credit endpoint: the key's balance as ``data`` (free of charge)."""
+        cfg = self.config
+        self.ledger.count("credit_checks")
+        if cfg.maintenance:
+            return self.error("maintenance", cfg)
+        if not self._authorized(cfg, authorization):
+            return self.error("unauthorized", cfg)
+        balance = self.ledger.balance(authorization or "", cfg.credits_balance)
+        data = int(balance) if float(balance).is_integer() else balance
+        return Answer(200, envelope(200, "success", data), delay_s=cfg.latency_ms / 1000)
 
     # -- admin ---------------------------------------------------------------------------
 
@@ -224,6 +259,8 @@ class Simulator:
         with self.ledger.lock:
             self.config = self.config.with_knobs(updates)
             self._apply_hold()
+            if "credits_balance" in updates:
+                self.ledger.refill()
             if "seed" in updates:
                 self.rng.seed(self.config.seed)
             return self.config.knobs()

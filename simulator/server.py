@@ -70,6 +70,8 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET" and path == RECORD_INFO_PATH:
             task_id = (parse_qs(parts.query).get("taskId") or [None])[0]
             return sim.record_info(task_id, auth)
+        if method == "GET" and path == sim.profile.credit_path:
+            return sim.credit(auth)
         if path.startswith(PREFIX):
             answer = handle_admin(sim, method, path, raw)
             if answer is not None:

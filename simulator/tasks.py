@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config.providers import get_profile
 from .config import SimConfig
 from .validation import default_model, first_word
 
@@ -20,7 +21,9 @@ PENDING, TEXT_SUCCESS, FIRST_SUCCESS, SUCCESS = (
 )
 AUDIO_FAILED = "GENERATE_AUDIO_FAILED"
 SENSITIVE = "SENSITIVE_WORD_ERROR"
-FAILED = frozenset({AUDIO_FAILED, SENSITIVE})
+CREATE_FAILED = "CREATE_TASK_FAILED"
+CALLBACK_EXCEPTION = "CALLBACK_EXCEPTION"
+FAILED = frozenset({AUDIO_FAILED, SENSITIVE, CREATE_FAILED})
 
 #: callback msg per stage (upstream-api.md section 4)
 STAGE_MSG = {
@@ -34,6 +37,8 @@ AUDIO_FAILURE = {
     "sunoapi": (400, "Instrumental generation failed"),
 }
 SENSITIVE_FAILURE = (400, "Your input contains sensitive words")
+#: (callback code, message) of a task that could not be created (record-info errorCode null)
+CREATE_FAILURE = (500, "Task creation failed")
 _MODEL_NAMES = {"V4_5PLUS": "chirp-v4-5-plus", "V5": "chirp-v5", "V5_5": "chirp-v5-5"}
 #: hosts under the reserved .invalid TLD: the URLs look real and never resolve
 _CDN = "https://cdn.sim.invalid"
@@ -60,20 +65,43 @@ class Task:
     durations: list[float]
     #: delivery records, appended by the callback sender under the ledger lock
     callbacks: list[dict[str, Any]] = field(default_factory=list)
+    #: the failure code of a failing task (``fail_code``), None: the usual one
+    fail_code: int | None = None
 
     @property
     def failed_at(self) -> float:
         """Offset at which a failing task shows its failure status."""
-        return self.text_at if self.final == SENSITIVE else self.complete_at
+        return self.text_at if self.final in (SENSITIVE, CREATE_FAILED) else self.complete_at
 
     @property
-    def error(self) -> tuple[int, str] | None:
-        """(errorCode, errorMessage) for a failing task, else None."""
+    def error(self) -> tuple[int | None, str] | None:
+        """(errorCode, errorMessage) of record-info for a failing task, else None."""
         if self.final == SENSITIVE:
             return SENSITIVE_FAILURE
+        if self.final == CREATE_FAILED:
+            return self.fail_code, self._message(self.fail_code, CREATE_FAILURE[1])
         if self.final == AUDIO_FAILED:
-            return AUDIO_FAILURE[self.profile]
+            code, msg = AUDIO_FAILURE[self.profile]
+            if self.fail_code is None:
+                return code, msg
+            return self.fail_code, self._message(self.fail_code, msg)
         return None
+
+    @property
+    def callback_error(self) -> tuple[int, str]:
+        """(code, msg) of the task's error callback."""
+        if self.final == CREATE_FAILED and self.fail_code is None:
+            return CREATE_FAILURE
+        code, msg = self.error or AUDIO_FAILURE[self.profile]
+        return (code if code is not None else CREATE_FAILURE[0]), msg
+
+    @property
+    def refunded(self) -> bool:
+        """kie's callback 531: the generation failed and its credits were given back."""
+        return self.final in FAILED and self.fail_code == 531
+
+    def _message(self, code: int | None, default: str) -> str:
+        return get_profile(self.profile).callback_codes.get(code, default) if code else default
 
 
 def plan_task(
@@ -91,7 +119,7 @@ def plan_task(
     durations = [round(rng.uniform(60.0, 240.0), 2) for _ in range(cfg.tracks)]
     final = SENSITIVE if first_word(request, cfg.sensitive_words) else SUCCESS
     if final == SUCCESS and fails:
-        final = AUDIO_FAILED
+        final = cfg.fail_status
     return Task(
         task_id=task_id,
         endpoint=endpoint,
@@ -106,6 +134,7 @@ def plan_task(
         complete_only=complete_only,
         track_ids=track_ids,
         durations=durations,
+        fail_code=cfg.fail_code,
     )
 
 
@@ -115,8 +144,8 @@ def status_at(task: Task, now: float) -> str:
     if task.final in FAILED and elapsed >= task.failed_at:
         return task.final
     if elapsed >= task.complete_at:
-        return SUCCESS
-    if task.complete_only or task.final == SENSITIVE:
+        return CALLBACK_EXCEPTION if task.final == CALLBACK_EXCEPTION else SUCCESS
+    if task.complete_only or task.final in (SENSITIVE, CREATE_FAILED):
         return PENDING
     if elapsed >= task.first_at:
         return FIRST_SUCCESS
@@ -127,7 +156,8 @@ def status_at(task: Task, now: float) -> str:
 
 def _visible_tracks(status: str, task: Task) -> int:
     """How many tracks a status shows."""
-    return {FIRST_SUCCESS: 1, SUCCESS: len(task.track_ids)}.get(status, 0)
+    return {FIRST_SUCCESS: 1, SUCCESS: len(task.track_ids),
+            CALLBACK_EXCEPTION: len(task.track_ids)}.get(status, 0)
 
 
 def _track(task: Task, i: int) -> dict[str, Any]:
@@ -213,18 +243,20 @@ def record_info_data(task: Task, now: float) -> dict[str, Any]:
 
 def callback_plan(task: Task) -> list[tuple[float, str]]:
     """(offset seconds, callbackType) of every stage callback the task sends."""
-    if task.final == SENSITIVE:
+    if task.final in (SENSITIVE, CREATE_FAILED):
         return [(task.text_at, "error")]
-    last = (task.complete_at, "error" if task.final == AUDIO_FAILED else "complete")
+    # CALLBACK_EXCEPTION: the provider failed to deliver the final callback
+    last = [] if task.final == CALLBACK_EXCEPTION else [
+        (task.complete_at, "error" if task.final == AUDIO_FAILED else "complete")]
     if task.complete_only:
-        return [last]
-    return [(task.text_at, "text"), (task.first_at, "first"), last]
+        return last
+    return [(task.text_at, "text"), (task.first_at, "first"), *last]
 
 
 def callback_body(task: Task, kind: str) -> dict[str, Any]:
     """The JSON body POSTed to callBackUrl for stage ``kind``."""
     if kind == "error":
-        code, msg = task.error or AUDIO_FAILURE[task.profile]
+        code, msg = task.callback_error
         data = {"callbackType": "error", "task_id": task.task_id, "data": None}
         return {"code": code, "msg": msg, "data": data}
     count = {"text": 0, "first": 1}.get(kind, len(task.track_ids))

@@ -98,7 +98,8 @@ FENCE_ROUNDS = 3
 _SIGNALS = {
     Outcome.ACCEPTED: "up", Outcome.REJECTED: "up", Outcome.THROTTLED: "throttled",
     Outcome.MAINTENANCE: "maintenance", Outcome.CREDITS: "paused",
-    Outcome.UNAUTHORIZED: "paused", Outcome.TRANSIENT: "down", Outcome.UNCERTAIN: "down",
+    Outcome.UNAUTHORIZED: "paused", Outcome.NOT_FOUND: "paused", Outcome.TRANSIENT: "down",
+    Outcome.UNCERTAIN: "down",
 }
 
 

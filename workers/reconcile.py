@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ..config.providers import Outcome
 from . import upstream
 from .limiter import Grant
+from .regeneration import apply_reported
 from .runtime import Runtime
 from .states import IN_FLIGHT, JobState
 
@@ -101,13 +102,34 @@ def poll_one(rt: Runtime, job_id: str, report: CycleReport, grant: Grant | None 
     store.annotate(job_id, {"+polls": 1})
     age_ms = store.now_ms() - job.int("submitted_at")
     delay_ms = next_poll_delay_ms(rt, age_ms, bool(job.get("callbacks")))
+    if answer.outcome is Outcome.REJECTED:
+        # the provider refuses the lookup itself (400/422/451: e.g. a task id it does not
+        # know): asked again later, and after BACKBEAT_MAX_ATTEMPTS refusals in a row the job
+        # ends with the provider's code and message (its callback may still come first)
+        refusals = job.int("poll_refusals") + 1
+        if refusals >= rt.settings.max_attempts:
+            result = store.transition(
+                job_id, JobState.FAILED, f"poll refused {refusals} times ({answer.code})",
+                require_from=job.state,
+                fields={"error_code": "" if answer.code is None else str(answer.code),
+                        "error_message": answer.message[:500], "poll_refusals": refusals})
+            if result.applied:
+                return
+        else:
+            store.annotate(job_id, {"poll_refusals": refusals})
     if answer.outcome is not Outcome.ACCEPTED:
+        # throttle, 455, 401/402/404 (the limiter's report paused or slowed the account),
+        # 5xx: the job keeps its task and is polled again
         store.reschedule(rt.keys.poll, job_id, delay_ms)
         return
+    if job.int("poll_refusals"):
+        store.annotate(job_id, {"poll_refusals": 0})
     update = upstream.from_record(answer.data)
     if update.state is not None:
-        result = store.transition(job_id, update.state, update.reason, fields=update.fields,
-                                  poll_delay_ms=delay_ms)
+        # only on the state read before the call: a callback (or a resubmission) that moved
+        # the job meanwhile wins, and the job is simply polled again
+        result = apply_reported(rt, job, update.state, update.reason, update.fields,
+                                poll_delay_ms=delay_ms)
         report.moved += int(result.applied)
         if result.applied:
             return

@@ -57,8 +57,17 @@ class Runtime:
 
     @cached_property
     def poll_limiter(self) -> Limiter:
-        """Polls share the breaker but not the credits pause (record-info costs nothing)."""
+        """Polls share the breaker but not the credits pause (record-info costs nothing).
+
+        With ``BACKBEAT_POLLS_SHARE_SUBMIT_WINDOW`` (a provider whose one N/W rule counts polls
+        and submissions together), the poll bucket IS the submit bucket: every poll takes its
+        grant from the submit log, so the submit window's proof (acquire.lua) holds for every
+        call of either kind; polls keep ignoring the credits pause, and a throttled poll slows
+        submissions too (one rule, one AIMD). ``BACKBEAT_POLL_RATE`` then does not apply."""
         s = self.settings
+        if s.polls_share_submit_window:
+            return Limiter(self.redis, self.keys, self.account, "submit", s.submit_rate,
+                           self.policy, burst=s.submit_burst, respect_pause=False)
         return Limiter(self.redis, self.keys, self.account, "poll", s.poll_rate, self.policy,
                        burst=s.poll_rate.limit, respect_pause=False)
 

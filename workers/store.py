@@ -10,8 +10,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import WatchError
 
 from . import scripts
+from . import tracks as track_parsing
 from .errors import IdempotencyConflict
 from .keys import Keys
 from .redis_conn import server_ms
@@ -189,9 +191,13 @@ class JobStore:
         poll_delay_ms: int | None = None,
         fields: dict[str, Any] | None = None,
         retry: bool = False,
+        resubmit: bool = False,
     ) -> Transition:
         """Apply one move if the state machine allows it; see transition.lua for the rules.
-        ``retry=True`` is the one way out of ``failed``/``expired`` (back to ``queued``)."""
+        ``retry=True`` is the one way out of ``failed``/``expired`` (back to ``queued``);
+        ``resubmit=True`` takes a job whose task failed retryably back to ``queued``, parked."""
+        if fields and "tracks" in fields:
+            fields = {**fields, "tracks": self._merged_tracks(job_id, fields["tracks"])}
         flat = [str(x) for kv in (fields or {}).items() for x in kv]
         k = self.keys
         applied, before = self._transition(
@@ -199,9 +205,42 @@ class JobStore:
                   k.deadline, *k.state_indexes, k.notify, k.metric(DUPLICATES)],
             args=[job_id, to.value, reason, require_from.value if require_from else "",
                   require_attempt or "", "" if poll_delay_ms is None else int(poll_delay_ms),
-                  self.retention_ms, EVENTS_MAXLEN, "retry" if retry else "", *flat],
+                  self.retention_ms, EVENTS_MAXLEN,
+                  "retry" if retry else "resubmit" if resubmit else "", *flat],
         )
         return Transition(applied == 1, JobState(before) if before else None)
+
+    def _merged_tracks(self, job_id: str, new: Any) -> str:
+        """The tracks a transition writes: the job's stored tracks completed with ``new`` (JSON
+        or a list), so no answer drops a field an earlier one brought (workers/tracks.py)."""
+        incoming = json.loads(new) if isinstance(new, str) else list(new)
+        stored = json.loads(self.redis.hget(self.keys.job(job_id), "tracks") or "[]")
+        return json.dumps(track_parsing.merge(stored, incoming), separators=(",", ":"))
+
+    def complete_tracks(self, job_id: str, task_id: str, new: list[dict[str, Any]]) -> bool:
+        """Add the fields of ``new`` to the tracks the job already has (never new tracks, never
+        on a job whose task is not ``task_id``), whatever its state: an answer that moves
+        nothing (a late callback after a poll settled the job) still brings its fields, such
+        as sunoapi.org's ``source_*`` URLs. Returns whether anything changed."""
+        key = self.keys.job(job_id)
+        with self.redis.pipeline() as pipe:
+            for _ in range(5):
+                try:
+                    pipe.watch(key)
+                    known, raw = pipe.hmget(key, ["upstream_task_id", "tracks"])
+                    stored = json.loads(raw or "[]")
+                    if not task_id or known != task_id or not stored:
+                        return False
+                    merged = track_parsing.merge(stored, new, add_new=False)
+                    if merged == stored:
+                        return False
+                    pipe.multi()
+                    pipe.hset(key, "tracks", json.dumps(merged, separators=(",", ":")))
+                    pipe.execute()
+                    return True
+                except WatchError:
+                    continue
+        return False
 
     def add_duplicate(self, job_id: str, task_id: str) -> bool:
         """Record ``task_id`` as an upstream task the job does not own (a second one, or one

@@ -121,10 +121,15 @@ def record_answer(rt: Runtime, job_id: str, attempt_id: str, answer: Answer) -> 
     if outcome is Outcome.THROTTLED:  # never counts against the job's retry budget
         _requeue(rt, job_id, attempt_id, answer, "throttled", {"+throttled": 1})
         return None
-    if outcome in (Outcome.MAINTENANCE, Outcome.CREDITS, Outcome.UNAUTHORIZED):
+    if outcome in (Outcome.MAINTENANCE, Outcome.CREDITS, Outcome.UNAUTHORIZED,
+                   Outcome.NOT_FOUND):
         if outcome is Outcome.UNAUTHORIZED:
             log.error("provider refused the API key (code %s): check BACKBEAT_API_KEY; "
                       "submissions are paused", answer.code)
+        if outcome is Outcome.NOT_FOUND:
+            log.error("provider answered %s (invalid request method or path): check "
+                      "BACKBEAT_API_BASE_URL and BACKBEAT_PROVIDER; submissions are paused",
+                      answer.code)
         _requeue(rt, job_id, attempt_id, answer, outcome.value, {})
         store.park(job_id)
         return Step(f"{outcome.value}: parked")

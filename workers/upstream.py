@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import tracks as track_parsing
 from .states import JobState
 
 #: record-info status -> job state (None: nothing new)
@@ -28,20 +29,6 @@ CALLBACK_STATE: dict[str, JobState] = {
     "error": JobState.FAILED,
 }
 
-#: track keys as callers see them; sources are snake_case (callbacks) or camelCase (record-info)
-_TRACK_KEYS = {
-    "id": ("id",),
-    "audio_url": ("audio_url", "audioUrl"),
-    "stream_audio_url": ("stream_audio_url", "streamAudioUrl"),
-    "image_url": ("image_url", "imageUrl"),
-    "title": ("title",),
-    "tags": ("tags",),
-    "duration": ("duration",),
-    "model_name": ("model_name", "modelName"),
-    "created_at": ("createTime", "create_time"),
-}
-
-
 @dataclass(frozen=True)
 class Update:
     """A state the job should move to, with the fields that go with it."""
@@ -51,22 +38,10 @@ class Update:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-def tracks(items: Any) -> list[dict[str, Any]]:
-    """Normalise provider track items (either spelling) to caller-facing dicts."""
-    if not isinstance(items, list):
-        return []
-    out = []
-    for item in items:
-        if not isinstance(item, dict):
-            continue
-        track = {}
-        for name, sources in _TRACK_KEYS.items():
-            value = next((item[s] for s in sources if item.get(s) not in (None, "")), None)
-            if value is not None:
-                track[name] = value
-        if track:
-            out.append(track)
-    return out
+def tracks(items: Any, retention_days: float | None = None) -> list[dict[str, Any]]:
+    """Normalise provider track items (either spelling) to caller-facing dicts, every field
+    kept (workers/tracks.py)."""
+    return track_parsing.parse(items, retention_days)
 
 
 def from_record(data: Any) -> Update:
@@ -77,7 +52,10 @@ def from_record(data: Any) -> Update:
     items = tracks(((data.get("response") or {}) or {}).get("sunoData"))
     error_code, error_message = data.get("errorCode"), data.get("errorMessage")
     if error_code not in (None, "", 0):
-        return _failure(error_code, error_message or status, f"poll: {status} with errorCode")
+        # the code names the failure; the status goes with it (CREATE_TASK_FAILED is
+        # retryable whatever its code: the task was never created)
+        failure = _failure(error_code, error_message or status, f"poll: {status} with errorCode")
+        return Update(failure.state, failure.reason, {**failure.fields, "upstream_status": status})
     if status == "CALLBACK_EXCEPTION":
         if items:
             return Update(JobState.SUCCEEDED, "poll: CALLBACK_EXCEPTION with tracks",
@@ -92,7 +70,8 @@ def from_record(data: Any) -> Update:
     return Update(state, f"poll: {status}", fields)
 
 
-def from_callback(body: dict[str, Any]) -> tuple[str | None, Update]:
+def from_callback(body: dict[str, Any],
+                  retention_days: float | None = None) -> tuple[str | None, Update]:
     """Interpret a validated stage callback body; returns (upstream task id, update)."""
     data = body.get("data") or {}
     kind = data.get("callbackType")
@@ -100,7 +79,7 @@ def from_callback(body: dict[str, Any]) -> tuple[str | None, Update]:
     code = body.get("code")
     if kind == "error" or (code not in (None, 200)):
         return task_id, _failure(code, body.get("msg") or "generation failed", f"callback: {kind}")
-    items = tracks(data.get("data"))
+    items = tracks(data.get("data"), retention_days)
     return task_id, Update(CALLBACK_STATE[kind], f"callback: {kind}",
                            _track_fields(items) if items else {})
 

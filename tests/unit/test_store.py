@@ -186,3 +186,21 @@ def test_stranded_scan_resumes_after_a_full_batch(store, redis):
     cutoff = store.now_ms() + 1
     total = sum(store.rescue_stranded(cutoff, batch=2) for _ in range(6))
     assert total == 5 and redis.zcard("bb:parked") == 5
+
+
+def test_resubmit_takes_an_in_flight_job_back_to_queued_parked_in_one_step(store, redis):
+    store.create("j", "add-vocals", {})
+    assert not store.transition("j", S.QUEUED, "early", resubmit=True).applied  # not in flight
+    store.transition("j", S.SUBMITTING, "submit", fields={"attempt_id": "a"})
+    store.transition("j", S.SUBMITTED, "ok", poll_delay_ms=1000, fields={"upstream_task_id": "t1"})
+    assert redis.zscore("bb:poll", "j") is not None
+    moved = store.transition("j", S.QUEUED, "retryable failure", resubmit=True,
+                             fields={"-upstream_task_id": "", "previous_task_ids": "t1"})
+    assert moved.applied and moved.before is S.SUBMITTED
+    job = store.get("j")
+    assert job.state is S.QUEUED and job.upstream_task_id is None
+    assert job.previous_task_ids == ["t1"]
+    assert redis.zscore("bb:poll", "j") is None and redis.zscore("bb:parked", "j") is not None
+    assert redis.zscore("bb:notify", "j") is None  # nothing ended: nobody is notified
+    store.transition("j", S.FAILED, "final")
+    assert not store.transition("j", S.QUEUED, "again", resubmit=True).applied  # terminal

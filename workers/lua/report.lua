@@ -19,7 +19,7 @@
 -- ARGV[8] retry_after_ms  the provider's Retry-After in ms, or 0
 -- ARGV[9] jitter_ms    random extra for cool-down / breaker time, chosen by the caller
 -- ARGV[10] breaker_base_ms, ARGV[11] breaker_cap_ms: open time base * 2^(opens-1), capped
--- ARGV[12] pause_reason  "credits" | "unauthorized" (with signal "paused")
+-- ARGV[12] pause_reason  "credits" | "unauthorized" | "not_found" (with signal "paused")
 -- ARGV[13] pause_probe_ms  time until a paused account is probed again
 -- ARGV[14] grant_id    the grant this call used ("" when unknown)
 -- Returns the effect: "none" | "cut" | "cooldown" | "raised" | "opened" | "closed" | "paused" |

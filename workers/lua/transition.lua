@@ -20,8 +20,11 @@
 -- ARGV[6] poll_delay_ms    "" or ms from now for the next poll (ZADD poll)
 -- ARGV[7] retention_ms     how long a terminal record is kept
 -- ARGV[8] maxlen           events stream cap
--- ARGV[9] mode             "" (forward only; submitting -> queued allowed) or "retry"
+-- ARGV[9] mode             "" (forward only; submitting -> queued allowed), "retry"
 --                          (failed / expired -> queued: the one way out of a terminal state)
+--                          or "resubmit" (submitted / text_ready / first_ready -> queued: the
+--                          provider failed the task with a code it calls retryable; the job
+--                          leaves the poll schedule and is parked for the pump in this step)
 -- ARGV[10..] field/value pairs: "name" sets; "+name" increments; "-name" deletes;
 --           "upstream_task_id" never overwrites a different id: the newcomer is recorded as a
 --           duplicate (dup_task_ids, dup_count) instead.
@@ -53,6 +56,8 @@ if require_attempt ~= '' and redis.call('HGET', KEYS[1], 'attempt_id') ~= requir
 end
 if mode == 'retry' then
   if to ~= 'queued' or (cur ~= 'failed' and cur ~= 'expired') then return {0, cur} end
+elseif mode == 'resubmit' then
+  if to ~= 'queued' or RANK[cur] < 2 or RANK[cur] == 9 then return {0, cur} end
 else
   if RANK[cur] == 9 or cur == to then return {0, cur} end
   local backward_ok = (cur == 'submitting' and to == 'queued')
@@ -100,6 +105,10 @@ if RANK[to] == 9 then
   end
 elseif poll_delay_ms ~= '' then
   redis.call('ZADD', KEYS[4], now_ms + tonumber(poll_delay_ms), job_id)
+end
+if mode == 'resubmit' then
+  redis.call('ZREM', KEYS[4], job_id)
+  redis.call('ZADD', KEYS[6], now_ms, job_id)
 end
 if mode == 'retry' then
   redis.call('PERSIST', KEYS[1])
