@@ -1,6 +1,7 @@
 """docs/PROVIDER-CODES.md walked row by row: for both profiles, every code (and record-info
 status) the table lists is answered by the simulator where the row says, a job runs through
-real workers, and its outcome is the row's. The table is read from the doc itself, so the doc
+real workers, and its outcome is the row's (``make test``: one row of each kind per place and
+profile; ``make test-all``: every row). The table is read from the doc itself, so the doc
 and the behaviour cannot drift apart.
 
 Counts and states only, never durations (a shared, noisy machine).
@@ -144,7 +145,20 @@ def case_id(row: tuple[str, str, str, str]) -> str:
     return f"{row[1]}-{row[0]}-{row[2]}"
 
 
-@pytest.mark.parametrize("row", ROWS, ids=case_id)
+def walked(rows: list[tuple[str, str, str, str]]) -> list[Any]:
+    """Every row; past the first of each (place, profile, outcome) the rows are marked slow, so
+    ``make test`` walks one row of each kind and ``make test-all`` every row."""
+    seen: set[tuple[str, str, str]] = set()
+    params = []
+    for row in rows:
+        kind = (row[0], row[1], row[3])
+        params.append(pytest.param(row, id=case_id(row),
+                                   marks=[pytest.mark.slow] if kind in seen else []))
+        seen.add(kind)
+    return params
+
+
+@pytest.mark.parametrize("row", walked(ROWS))
 def test_every_row_of_the_table(worlds, row):
     place, profile, key, outcome = row
     w = worlds(profile)
