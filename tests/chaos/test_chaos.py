@@ -33,6 +33,18 @@ def run_harness(argv: list[str], bound_s: float) -> tuple[int, str]:
     return proc.returncode, out
 
 
+def chaos(tmp_path, jobs: int, kills: int, restarts: int, timeout_s: int,
+          *extra: str) -> tuple[dict, int, str]:
+    """Run the harness (bounded a little past its own ``--timeout``); (report, rc, output)."""
+    report_path = tmp_path / "chaos.json"
+    returncode, out = run_harness(
+        [sys.executable, str(HARNESS), "--jobs", str(jobs), "--kills", str(kills),
+         "--redis-restarts", str(restarts), "--timeout", str(timeout_s), *extra,
+         "--json", str(report_path)], bound_s=timeout_s + 120)
+    assert report_path.exists(), out[-6000:]
+    return json.loads(report_path.read_text()), returncode, out
+
+
 def check_run(report: dict, jobs: int) -> None:
     """What every chaos run must show: nothing lost, nothing paid twice in silence (and a
     handful at most, each recorded), every job finished and succeeded, the rule held."""
@@ -57,12 +69,7 @@ MAX_EXPLAINED_DUPLICATES = 3
 # it leaves room for an uncertain job to wait out the shipped 300 s grace
 @pytest.mark.timeout(840)
 def test_short_chaos_run_on_defaults_loses_nothing_and_pays_once(tmp_path):
-    report_path = tmp_path / "chaos.json"
-    returncode, out = run_harness(
-        [sys.executable, str(HARNESS), "--jobs", "150", "--kills", "4", "--redis-restarts", "1",
-         "--timeout", "600", "--json", str(report_path)], bound_s=720)
-    assert report_path.exists(), out[-6000:]
-    report = json.loads(report_path.read_text())
+    report, returncode, out = chaos(tmp_path, 150, 4, 1, 600)
     assert report["profile"] == "defaults"
     assert report["settings"]["visibility_timeout_s"] == 3600, report["settings"]
     check_run(report, 150)
@@ -77,12 +84,7 @@ def test_short_chaos_run_on_defaults_loses_nothing_and_pays_once(tmp_path):
 @pytest.mark.timeout(1500)
 def test_longer_chaos_run_on_defaults(tmp_path):
     """``make test-all`` only: 600 jobs, 8 worker kills, 2 Redis SIGKILL + AOF restarts."""
-    report_path = tmp_path / "chaos.json"
-    returncode, out = run_harness(
-        [sys.executable, str(HARNESS), "--jobs", "600", "--kills", "8", "--redis-restarts", "2",
-         "--timeout", "1200", "--json", str(report_path)], bound_s=1380)
-    assert report_path.exists(), out[-6000:]
-    report = json.loads(report_path.read_text())
+    report, returncode, out = chaos(tmp_path, 600, 8, 2, 1200)
     check_run(report, 600)
     assert returncode == 0, out[-3000:]
 
@@ -92,12 +94,7 @@ def test_longer_chaos_run_on_defaults(tmp_path):
 def test_short_chaos_run_with_the_knobs_turned_for_speed(tmp_path):
     """``make test-all`` only: the same run with short timeouts (visibility 20 s, read 2 s,
     grace 6 s, burst 5), the twin of the defaults run above."""
-    report_path = tmp_path / "chaos.json"
-    returncode, out = run_harness(
-        [sys.executable, str(HARNESS), "--jobs", "150", "--kills", "4", "--redis-restarts", "1",
-         "--profile", "fast", "--timeout", "600", "--json", str(report_path)], bound_s=720)
-    assert report_path.exists(), out[-6000:]
-    report = json.loads(report_path.read_text())
+    report, returncode, out = chaos(tmp_path, 150, 4, 1, 600, "--profile", "fast")
     assert report["profile"] == "fast" and report["settings"]["visibility_timeout_s"] == 20
     check_run(report, 150)
     assert returncode == 0, out[-3000:]
