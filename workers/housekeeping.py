@@ -61,8 +61,8 @@ def expire_overdue(rt: Runtime) -> int:
 
 
 def reclaim_dead_leases(rt: Runtime) -> int:
-    """Jobs held by worker nodes that stopped renewing their leases move again (every live
-    node's heartbeat does this too; see workers/leases.py)."""
+    """Jobs held by worker nodes that stopped renewing their leases move again (run by
+    housekeeping and by every live node's heartbeat; see workers/leases.py)."""
     grace_ms = int(rt.settings.uncertain_grace_s * 1000)
     return len(rt.leases.reclaim_expired(
         grace_ms, restore=lambda tag: restore_message(rt.settings, tag)))

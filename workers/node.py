@@ -7,9 +7,10 @@ Connected to Celery's signals by :func:`connect` (workers/app.py):
 - ``worker_ready`` (main process): a heartbeat thread renews the leases of every job the node
   still holds and reclaims the jobs of nodes that stopped renewing theirs (dead nodes);
 - ``worker_shutting_down`` (main process, on SIGTERM: a warm shutdown): the node drains. Its pool
-  processes get ``DRAIN_SIGNAL``; a job waiting for a token is parked at once (the pump sends it
-  to another node), a call in flight is finished and recorded (never cut off, so no job becomes
-  uncertain), and kombu puts the prefetched messages back when the node closes its connection.
+  processes get ``DRAIN_SIGNAL``; a job waiting for a token is handed to another node at once
+  (sent at the front of the line, parked as the pump's fallback), a call in flight is finished
+  and recorded (never cut off, so no job becomes uncertain), and kombu puts the prefetched
+  messages back when the node closes its connection.
 
 Warning: send SIGTERM to the worker's main process only (as Kubernetes, ``docker stop`` and
 systemd with ``KillMode=mixed`` do). A SIGTERM to every process of the group kills pool
@@ -30,7 +31,7 @@ from celery import signals
 from celery.worker import state as worker_state
 
 from . import runtime
-from .dispatch import restore_message
+from .housekeeping import reclaim_dead_leases
 from .leases import HEARTBEAT_S
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,7 @@ _draining = False
 
 
 class Draining(Exception):  # noqa: N818 - a state, like StopIteration
-    """Raised inside a wait when this worker is shutting down: park the job and return."""
-
-
-def draining() -> bool:
-    """Whether this process's worker node is shutting down."""
-    return _draining
+    """Raised inside a wait when this worker is shutting down: hand the job to another node."""
 
 
 def nap(seconds: float) -> None:
@@ -99,8 +95,7 @@ class Heartbeat(threading.Thread):
     def beat(self) -> None:
         rt = runtime.current()
         rt.leases.renew(self.node, held_job_ids())
-        rt.leases.reclaim_expired(int(rt.settings.uncertain_grace_s * 1000),
-                                  restore=lambda tag: restore_message(rt.settings, tag))
+        reclaim_dead_leases(rt)
 
 
 def _on_task_received(sender: Any = None, request: Any = None, **_: Any) -> None:

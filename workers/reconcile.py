@@ -83,8 +83,7 @@ def longest_poll_ms(rt: Runtime) -> int:
 
 def hand_back(rt: Runtime, ids: list[str], delay_ms: int, report: CycleReport) -> None:
     """Give claimed jobs back to the schedule, due in ``delay_ms`` (the lease still holds)."""
-    for job_id in ids:
-        rt.store.reschedule(rt.keys.poll, job_id, delay_ms)
+    rt.store.hand_back(rt.keys.poll, ids, delay_ms)
     report.deferred += len(ids)
 
 

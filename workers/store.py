@@ -329,8 +329,14 @@ class JobStore:
 
     def reschedule(self, schedule_key: str, job_id: str, delay_ms: int) -> None:
         """Move a claimed member to now + delay, unless it left the schedule meanwhile."""
-        now_ms = self.now_ms()
-        self.redis.zadd(schedule_key, {job_id: now_ms + delay_ms}, xx=True)
+        self.hand_back(schedule_key, [job_id], delay_ms)
+
+    def hand_back(self, schedule_key: str, job_ids: list[str], delay_ms: int = 0) -> None:
+        """Move claimed members to now + delay in one command (those still in the schedule):
+        what a cycle claimed and could not start before its lease ran short."""
+        if job_ids:
+            due_ms = self.now_ms() + delay_ms
+            self.redis.zadd(schedule_key, dict.fromkeys(job_ids, due_ms), xx=True)
 
     def now_ms(self) -> int:
         return server_ms(self.redis)

@@ -210,8 +210,7 @@ def deliver_due(rt: Runtime) -> int:
     ids = rt.store.claim_due(rt.keys.notify, BATCH, LEASE_MS + longest_delivery_ms())
     for index, job_id in enumerate(ids):
         if time.monotonic() >= until:  # a delivery started now could outlive the lease
-            for rest in ids[index:]:
-                rt.store.reschedule(rt.keys.notify, rest, 0)
+            rt.store.hand_back(rt.keys.notify, ids[index:])
             return index
         deliver_one(rt, job_id)
     return len(ids)
