@@ -8,13 +8,14 @@ STAMP  := $(VENV)/.deps-stamp
 
 # venv + dependencies + redis-server (installed with apt-get when missing). In CI (CI=true) the
 # package is installed non-editable, so a file missing from the package (a .lua script) fails
-# there, not in production; on a developer's machine it stays editable.
+# there, not in production; on a developer's machine it stays editable. pip's output goes to
+# .venv/install.log, shown when the install fails (setuptools notes every editable install).
 setup: $(STAMP)
 	bash deploy/ensure-redis.sh
 ifdef CI
-	$(BIN)/pip install -q --no-deps --force-reinstall . >/dev/null
+	$(BIN)/pip install -q --no-deps --force-reinstall . >$(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 else
-	$(BIN)/pip install -q --no-deps -e . >/dev/null
+	$(BIN)/pip install -q --no-deps -e . >$(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 endif
 	@$(BIN)/python -c "import backbeat.workers.scripts as s; [s.source(n) for n in ('acquire', 'fence', 'report', 'transition', 'create_job', 'annotate', 'claim_due', 'lease', 'reclaim', 'rescue_stranded', 'add_duplicate')]"
 
@@ -43,7 +44,7 @@ chaos: setup
 	$(BIN)/python tests/bench/run.py --only reliability
 
 lint: setup
-	$(BIN)/ruff check config workers tasks api simulator tests
+	$(BIN)/ruff check config provider workers tasks api simulator devstack tests
 
 clean:
 	rm -rf $(VENV) build .run *.egg-info .pytest_cache

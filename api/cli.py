@@ -184,8 +184,8 @@ def _print_errors(messages: Any, prefix: str = "") -> None:
 
 
 def _register_optional() -> None:
+    from ..devstack.demo import demo
     from ..simulator.cli import sim
-    from .demo import demo
 
     main.add_command(sim, "sim")
     main.add_command(demo, "demo")

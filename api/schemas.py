@@ -44,7 +44,7 @@ class ErrorOut(Schema):
 
 
 class TrackOut(Schema):
-    """One generated track: every field the provider returned (snake_case, workers/tracks.py),
+    """One generated track: every field the provider returned (snake_case, provider/tracks.py),
     the best known ones declared here, the rest passed through; ``expires_at`` is when the
     provider deletes its files (the profile's retention)."""
 

@@ -56,7 +56,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from .providers import ProviderProfile, get_profile
+from ..provider.profiles import ProviderProfile, get_profile
 from .redis_urls import is_sentinel, parse_sentinel
 
 

@@ -9,7 +9,7 @@ import threading
 
 import click
 
-from ..config.providers import PROFILES
+from ..provider.profiles import PROFILES
 from .config import SimConfig
 from .server import SimServer
 

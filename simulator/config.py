@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config.providers import get_profile
+from ..provider.profiles import get_profile
 
 #: settings fixed at start; every other field is a knob settable through POST /__faults
 STATIC_FIELDS = frozenset({"profile", "host", "port", "api_key", "verbose"})

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config.providers import get_profile
+from ..provider.profiles import get_profile
 from .callbacks import CallbackSender
 from .config import SimConfig
 from .ledger import Ledger

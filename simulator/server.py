@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..config.providers import ENDPOINTS
+from ..provider.profiles import ENDPOINTS
 from .admin import PREFIX, handle_admin
 from .config import SimConfig
 from .provider import Answer, Simulator

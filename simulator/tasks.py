@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config.providers import get_profile
+from ..provider.profiles import get_profile
 from .config import SimConfig
 from .validation import default_model, first_word
 

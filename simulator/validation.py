@@ -7,7 +7,7 @@ import math
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..config.models import TEXT_FIELDS, limits_for
+from ..provider.models import TEXT_FIELDS, limits_for
 
 #: endpoint key -> required fields (upstream-api.md section 1)
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -27,8 +27,8 @@ _URL_FIELDS = ("uploadUrl", "callBackUrl")
 _WEIGHTS = ("styleWeight", "weirdnessConstraint", "audioWeight")
 #: sunoapi.org's add-* reference says 100 characters for title (kie states none; we apply it to
 #: both). The ``title_max`` knob keeps this lenient figure so tests can send 100-character
-#: titles; backbeat itself enforces the stricter 80 of config/models.py. The other text fields
-#: are checked against config/models.py, the table backbeat uses.
+#: titles; backbeat itself enforces the stricter 80 of provider/models.py. The other text fields
+#: are checked against provider/models.py, the table backbeat uses.
 TITLE_MAX = 100
 
 

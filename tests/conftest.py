@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from backbeat.api.processes import (
+from backbeat.devstack.processes import (
     Proc,
     beat_argv,
     free_port,
@@ -26,7 +26,7 @@ from backbeat.api.processes import (
     web_argv,
     worker_argv,
 )
-from backbeat.api.processes import (
+from backbeat.devstack.processes import (
     wait_until as _wait_until,
 )
 

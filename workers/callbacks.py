@@ -35,7 +35,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import upstream
+from ..provider import answers as upstream
 from .reconcile import next_poll_delay_ms
 from .regeneration import apply_reported
 from .runtime import Runtime

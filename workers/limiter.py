@@ -69,8 +69,8 @@ from typing import Any, NamedTuple, TypeVar
 from redis import Redis
 from redis.exceptions import NoScriptError
 
-from ..config.providers import Outcome
 from ..config.settings import RateSpec, Settings
+from ..provider.profiles import Outcome
 from . import scripts
 from .keys import Keys
 from .redis_conn import server_ms

@@ -12,8 +12,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from ..config.providers import Outcome
-from . import upstream
+from ..provider import answers as upstream
+from ..provider.profiles import Outcome
 from .limiter import Grant
 from .regeneration import apply_reported
 from .runtime import Runtime

@@ -9,10 +9,10 @@ from functools import cached_property
 from redis import Redis
 
 from ..config.settings import Secret, Settings, get_settings
+from ..provider.client import ProviderClient
 from .keys import Keys, account_id
 from .leases import Leases
 from .limiter import Limiter, Policy
-from .provider import ProviderClient
 from .redis_conn import client
 from .signing import resolve_secret
 from .store import JobStore

@@ -3,7 +3,7 @@
 The schemas carry every field the providers document for ``add-instrumental`` and ``add-vocals``
 (upstream-api.md section 1) except ``callBackUrl``, which backbeat builds and signs per job.
 Unknown fields and wrong types are rejected with field-level messages; text limits depend on the
-model (config/models.py) and weights go out rounded to two decimals.
+model (provider/models.py) and weights go out rounded to two decimals.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from marshmallow import (
     validates_schema,
 )
 
-from ..config.models import TEXT_FIELDS, limits_for
+from ..provider.models import TEXT_FIELDS, limits_for
 from . import errors
 
 #: longest URL accepted, in characters
@@ -149,7 +149,7 @@ class _ParamsBase(Schema):
 
     @validates_schema(skip_on_field_errors=False, pass_original=True)
     def _check_lengths(self, data: dict[str, Any], original: Any, **_: Any) -> None:
-        """Each text field within its limit for the request's model (config/models.py)."""
+        """Each text field within its limit for the request's model (provider/models.py)."""
         model = original.get("model") if isinstance(original, dict) else None
         if model is None:
             model = self.default_model

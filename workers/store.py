@@ -12,8 +12,8 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import WatchError
 
+from ..provider import tracks as track_parsing
 from . import scripts
-from . import tracks as track_parsing
 from .errors import IdempotencyConflict
 from .keys import Keys
 from .redis_conn import server_ms
@@ -212,7 +212,7 @@ class JobStore:
 
     def _merged_tracks(self, job_id: str, new: Any) -> str:
         """The tracks a transition writes: the job's stored tracks completed with ``new`` (JSON
-        or a list), so no answer drops a field an earlier one brought (workers/tracks.py)."""
+        or a list), so no answer drops a field an earlier one brought (provider/tracks.py)."""
         incoming = json.loads(new) if isinstance(new, str) else list(new)
         stored = json.loads(self.redis.hget(self.keys.job(job_id), "tracks") or "[]")
         return json.dumps(track_parsing.merge(stored, incoming), separators=(",", ":"))

@@ -14,11 +14,11 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from ..config.providers import Outcome
+from ..provider.client import Answer
+from ..provider.profiles import Outcome
 from . import node
 from .dispatch import send_submit
 from .limiter import GATED
-from .provider import Answer
 from .pump import wake_lease_ms
 from .runtime import Runtime
 from .signing import callback_url

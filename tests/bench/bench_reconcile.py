@@ -20,8 +20,8 @@ import requests
 from common import Fleet, Log, Section, Stack, table
 
 from backbeat.api.client import Client
-from backbeat.api.processes import Proc, free_port, wait_http, web_argv
 from backbeat.config.settings import Settings
+from backbeat.devstack.processes import Proc, free_port, wait_http, web_argv
 from backbeat.workers.reconcile import run_cycle
 from backbeat.workers.runtime import Runtime
 from backbeat.workers.states import JobState

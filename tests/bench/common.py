@@ -23,7 +23,7 @@ from typing import Any
 import requests
 from redis import Redis
 
-from backbeat.api.processes import (
+from backbeat.devstack.processes import (
     Proc,
     beat_argv,
     free_port,

@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 from backbeat.api.client import Client
-from backbeat.api.processes import (
+from backbeat.config.settings import Settings
+from backbeat.devstack.processes import (
     Proc,
     beat_argv,
     free_port,
@@ -39,7 +40,6 @@ from backbeat.api.processes import (
     web_argv,
     worker_argv,
 )
-from backbeat.config.settings import Settings
 from backbeat.simulator import SimConfig, SimServer
 
 TERMINAL = {"succeeded", "failed", "expired", "cancelled"}

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 import requests
 
-from backbeat.api.processes import venv_bin
+from backbeat.devstack.processes import venv_bin
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from backbeat.api.processes import wait_until
-from backbeat.config.providers import get_profile
+from backbeat.devstack.processes import wait_until
+from backbeat.provider.profiles import get_profile
 from backbeat.simulator import SimConfig, SimServer
 from backbeat.simulator.ledger import max_in_window
 

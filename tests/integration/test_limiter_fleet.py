@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from backbeat.api.processes import free_port, start_redis, venv_bin
+from backbeat.devstack.processes import free_port, start_redis, venv_bin
 
 pytestmark = pytest.mark.integration
 

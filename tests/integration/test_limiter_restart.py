@@ -16,11 +16,11 @@ import pytest
 from redis import Redis
 from redis.exceptions import RedisError
 
-from backbeat.api.processes import free_port, start_redis, wait_until
 from backbeat.config.settings import RateSpec
+from backbeat.devstack.processes import free_port, start_redis, wait_until
+from backbeat.provider.client import ProviderClient
 from backbeat.workers.keys import Keys
 from backbeat.workers.limiter import Limiter, Policy
-from backbeat.workers.provider import ProviderClient
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from backbeat.config.providers import get_profile
+from backbeat.provider.profiles import get_profile
 from backbeat.simulator import SimConfig, SimServer
 
 pytestmark = pytest.mark.integration

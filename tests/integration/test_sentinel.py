@@ -31,14 +31,14 @@ import pytest
 from redis import Redis
 
 from backbeat.api.client import Client
-from backbeat.api.processes import (
+from backbeat.config.settings import Settings
+from backbeat.devstack.processes import (
     Proc,
     free_port,
     start_redis,
     start_sentinel,
     wait_until,
 )
-from backbeat.config.settings import Settings
 
 pytestmark = pytest.mark.integration
 

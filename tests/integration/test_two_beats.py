@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import requests
 
-from backbeat.api.processes import Proc, beat_argv
 from backbeat.config.settings import Settings
+from backbeat.devstack.processes import Proc, beat_argv
 from backbeat.workers import housekeeping, pump, reconcile, webhooks
 from backbeat.workers.runtime import Runtime
 from backbeat.workers.states import JobState

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from backbeat.api.processes import wait_until as poll_until
+from backbeat.devstack.processes import wait_until as poll_until
 from backbeat.simulator import SimConfig, SimServer
 
 #: every wait in these tests gives up after this many seconds

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from backbeat.config.providers import ENDPOINTS, get_profile
+from backbeat.provider.profiles import ENDPOINTS, get_profile
 
 FAST = {
     "text_after_s": 0.2, "first_after_s": 0.4, "complete_after_s": 0.6, "poll_limit_per_s": 1000,

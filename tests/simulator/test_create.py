@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from backbeat.config.providers import ENDPOINTS, get_profile
+from backbeat.provider.profiles import ENDPOINTS, get_profile
 
 PROFILES = ("kie", "sunoapi")
 CREATE = ("add-instrumental", "add-vocals")

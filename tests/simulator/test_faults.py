@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from backbeat.config.providers import ENDPOINTS
+from backbeat.provider.profiles import ENDPOINTS
 
 CREATE_URL = ENDPOINTS["add-vocals"]
 

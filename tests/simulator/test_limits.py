@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backbeat.config.providers import ENDPOINTS
+from backbeat.provider.profiles import ENDPOINTS
 from backbeat.simulator.ledger import max_in_window
 
 CREATE_URL = ENDPOINTS["add-instrumental"]

@@ -8,7 +8,7 @@ import hmac
 
 import pytest
 
-from backbeat.config.providers import ENDPOINTS
+from backbeat.provider.profiles import ENDPOINTS
 
 # polls are fast here, so the per-task poll limit is lifted
 FAST = {

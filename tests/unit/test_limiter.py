@@ -7,9 +7,9 @@ import time
 import pytest
 from redis import Redis
 
-from backbeat.api.processes import free_port, start_redis, wait_until
-from backbeat.config.providers import Outcome
 from backbeat.config.settings import RateSpec
+from backbeat.devstack.processes import free_port, start_redis, wait_until
+from backbeat.provider.profiles import Outcome
 from backbeat.simulator.ledger import max_in_window
 from backbeat.workers.keys import Keys
 from backbeat.workers.limiter import Limiter, Policy

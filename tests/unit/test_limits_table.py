@@ -1,8 +1,8 @@
-"""The per-model limits table (config/models.py) and the two validators that read it."""
+"""The per-model limits table (provider/models.py) and the two validators that read it."""
 
 import pytest
 
-from backbeat.config.models import MODEL_LIMITS, STRICTEST, TEXT_FIELDS, limits_for
+from backbeat.provider.models import MODEL_LIMITS, STRICTEST, TEXT_FIELDS, limits_for
 from backbeat.simulator.validation import Invalid, validate
 
 BODY = {"uploadUrl": "https://example.com/b.mp3", "title": "T", "prompt": "la", "style": "Jazz",

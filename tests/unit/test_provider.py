@@ -6,10 +6,10 @@ import threading
 
 import pytest
 
-from backbeat.api.processes import free_port
-from backbeat.config.providers import Outcome, get_profile
 from backbeat.config.settings import Secret
-from backbeat.workers.provider import ProviderClient, parse_retry_after
+from backbeat.devstack.processes import free_port
+from backbeat.provider.client import ProviderClient, parse_retry_after
+from backbeat.provider.profiles import Outcome, get_profile
 
 BODY = {"uploadUrl": "https://example.com/v.mp3", "title": "T", "tags": "rock",
         "negativeTags": "metal", "callBackUrl": "http://127.0.0.1:9/cb"}

@@ -2,8 +2,8 @@
 
 import pytest
 
-from backbeat.config.providers import Outcome, get_profile
 from backbeat.config.settings import RateSpec, Secret, Settings
+from backbeat.provider.profiles import Outcome, get_profile
 
 
 @pytest.mark.parametrize(("text", "limit", "window_ms"), [

@@ -7,9 +7,10 @@ import pytest
 
 from backbeat.api.client import Client
 from backbeat.api.web import create_app
-from backbeat.config.providers import PROFILES
 from backbeat.config.settings import Settings
-from backbeat.workers import tracks, upstream
+from backbeat.provider import answers as upstream
+from backbeat.provider import tracks
+from backbeat.provider.profiles import PROFILES
 from backbeat.workers.runtime import Runtime
 from backbeat.workers.signing import sign
 from backbeat.workers.states import JobState

@@ -185,12 +185,15 @@ SUNOAPI = ProviderProfile(
 
 PROFILES: dict[str, ProviderProfile] = {p.name: p for p in (KIE, SUNOAPI)}
 
-#: the two create endpoints and the lookup, identical on both providers
-ENDPOINTS: dict[str, str] = {
+#: every job type backbeat runs -> the create endpoint it calls (identical on both providers);
+#: the one list of job types: the API, the CLI, the settings and the simulator read it here
+CREATE_PATHS: dict[str, str] = {
     "add-instrumental": "/api/v1/generate/add-instrumental",
     "add-vocals": "/api/v1/generate/add-vocals",
-    "record-info": "/api/v1/generate/record-info",
 }
+JOB_TYPES: tuple[str, ...] = tuple(CREATE_PATHS)
+#: the create endpoints and the lookup
+ENDPOINTS: dict[str, str] = {**CREATE_PATHS, "record-info": "/api/v1/generate/record-info"}
 
 #: record-info statuses (identical lists on both providers)
 UPSTREAM_STATUSES = (

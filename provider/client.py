@@ -18,8 +18,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 from urllib3.util.retry import Retry
 
-from ..config.providers import ENDPOINTS, Outcome, ProviderProfile
 from ..config.settings import Secret
+from .profiles import ENDPOINTS, Outcome, ProviderProfile
 
 
 @dataclass(frozen=True)

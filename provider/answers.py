@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..workers.states import JobState
 from . import tracks as track_parsing
-from .states import JobState
 
 #: record-info status -> job state (None: nothing new)
 STATUS_STATE: dict[str, JobState | None] = {
@@ -40,7 +40,7 @@ class Update:
 
 def tracks(items: Any, retention_days: float | None = None) -> list[dict[str, Any]]:
     """Normalise provider track items (either spelling) to caller-facing dicts, every field
-    kept (workers/tracks.py)."""
+    kept (provider/tracks.py)."""
     return track_parsing.parse(items, retention_days)
 
 
