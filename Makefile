@@ -17,7 +17,7 @@ ifdef CI
 else
 	$(BIN)/pip install -q --no-deps -e . >$(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 endif
-	@$(BIN)/python -c "import backbeat.workers.scripts as s; [s.source(n) for n in ('acquire', 'fence', 'report', 'transition', 'create_job', 'annotate', 'claim_due', 'lease', 'reclaim', 'rescue_stranded', 'add_duplicate')]"
+	@$(BIN)/python -c "import backbeat.workers.scripts as s; [s.source(n) for n in s.NAMES]"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ demo: setup
 
 # the short form (under 15 min on 2 cores): everything but the tests marked slow
 test: setup
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q --durations=15
 
 # everything, the slow tests too (a longer chaos run, the chaos run with the knobs turned)
 test-all: setup

@@ -1,15 +1,77 @@
-"""The ``backbeat`` command line: enqueue, status, watch, limiter, sim, demo."""
+"""The ``backbeat`` command line: enqueue, status, jobs, retry, watch, limiter, sim, demo.
+
+Every command but ``sim`` and ``demo`` talks to Redis only (through the Python client), never to
+the provider. Exit codes: 0 done; 1 refused (no such job, a conflict); 2 bad usage or invalid
+request (field messages on stderr); 3 ``--wait`` ended before a terminal state; 69
+(EX_UNAVAILABLE) Redis unreachable or stopped answering: one line on stderr naming the URL tried,
+its password redacted.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
-import sys
 from typing import Any
 
 import click
-from marshmallow import ValidationError
 
-from ..workers.errors import BackbeatError, JobNotFound, WaitTimeout
+from ..provider.profiles import JOB_TYPES
+from ..workers.errors import BackbeatError, Unavailable, ValidationError, WaitTimeout
+from ..workers.states import JobState
+
+#: exit status when Redis cannot be reached (sysexits.h EX_UNAVAILABLE)
+EX_UNAVAILABLE = 69
+#: subcommands imported only when run (or listed by --help): name -> (module, attribute)
+LAZY_COMMANDS = {"sim": ("backbeat.simulator.cli", "sim"),
+                 "demo": ("backbeat.devstack.demo", "demo")}
+
+
+class _Main(click.Group):
+    """The top command: ``sim`` and ``demo`` are loaded when asked for; a Redis that cannot be
+    reached ends any command with one line and EX_UNAVAILABLE, never a traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
+            module, attr = LAZY_COMMANDS[cmd_name]
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        try:
+            return super().invoke(ctx)
+        except ValidationError as err:
+            click.echo("invalid request:", err=True)
+            _print_errors(err.messages)
+            ctx.exit(2)
+        except WaitTimeout as err:
+            click.echo(str(err), err=True)
+            ctx.exit(3)
+        except Unavailable as err:
+            click.echo(f"backbeat: {err}", err=True)
+            ctx.exit(EX_UNAVAILABLE)
+        except BackbeatError as err:  # no such job, a conflict
+            click.echo(str(err), err=True)
+            ctx.exit(1)
+        except (RedisConnectionError, RedisTimeoutError) as err:  # not through the client
+            click.echo(f"backbeat: cannot reach Redis at {_redis_url()}: "
+                       f"{' '.join(str(err).split())}", err=True)
+            ctx.exit(EX_UNAVAILABLE)
+
+
+def _redis_url() -> str:
+    from ..config.redis_urls import redact
+    from ..config.settings import get_settings
+
+    try:
+        return redact(get_settings().redis_url)
+    except ValueError:
+        return "BACKBEAT_REDIS_URL"
 
 
 def _client():
@@ -25,13 +87,15 @@ def _print(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False))
 
 
-@click.group()
+@click.group(cls=_Main, epilog="Exit status: 0 done, 1 refused (no such job, conflict), 2 usage "
+             "or invalid request, 3 --wait timed out, 69 Redis unreachable (one line naming "
+             "the URL, password redacted).")
 def main() -> None:
     """backbeat: exactly-once, rate-perfect generation jobs against a Suno-API provider."""
 
 
 @main.command()
-@click.argument("job_type", type=click.Choice(["add-instrumental", "add-vocals"]))
+@click.argument("job_type", type=click.Choice(JOB_TYPES))
 @click.option("--param", "-p", "pairs", multiple=True, metavar="NAME=VALUE",
               help="A provider field; numbers are parsed as JSON (styleWeight=0.5).")
 @click.option("--json", "json_params", help="All provider fields as one JSON object.")
@@ -54,20 +118,9 @@ def enqueue(job_type: str, pairs: tuple[str, ...], json_params: str | None,
             raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--param")
         params[name] = _scalar(name, value)
     client = _client()
-    try:
-        job = client.enqueue(job_type, params, idempotency_key=idempotency_key, priority=priority)
-        if wait_s is not None:
-            job = client.wait(job["id"], timeout=wait_s)
-    except ValidationError as err:
-        click.echo("invalid request:", err=True)
-        _print_errors(err.messages)
-        sys.exit(2)
-    except WaitTimeout as err:
-        click.echo(str(err), err=True)
-        sys.exit(3)
-    except BackbeatError as err:
-        click.echo(str(err), err=True)
-        sys.exit(1)
+    job = client.enqueue(job_type, params, idempotency_key=idempotency_key, priority=priority)
+    if wait_s is not None:
+        job = client.wait(job["id"], timeout=wait_s)
     _print(job)
 
 
@@ -78,25 +131,20 @@ def enqueue(job_type: str, pairs: tuple[str, ...], json_params: str | None,
 def status(job_id: str, follow: bool, timeout: float) -> None:
     """Print one job (or follow it through its transitions)."""
     client = _client()
-    try:
-        if not follow:
-            _print(client.get(job_id))
-            return
-        for job in client.follow(job_id, timeout):
-            err = job["error"]
-            click.echo(f"{job['updated_at']}  {job['state']:<12} attempts={job['attempts']} "
-                       f"task={job['upstream_task_id'] or '-'}"
-                       + (f" error={err['code']}: {err['message']}" if err else ""))
-    except JobNotFound as err:
-        click.echo(str(err), err=True)
-        sys.exit(1)
+    if not follow:
+        _print(client.get(job_id))
+        return
+    for job in client.follow(job_id, timeout):
+        err = job["error"]
+        click.echo(f"{job['updated_at']}  {job['state']:<12} attempts={job['attempts']} "
+                   f"task={job['upstream_task_id'] or '-'}"
+                   + (f" error={err['code']}: {err['message']}" if err else ""))
 
 
 @main.command("jobs")
-@click.option("--state", type=click.Choice(["queued", "submitting", "submitted", "text_ready",
-                                            "first_ready", "succeeded", "failed", "expired",
-                                            "cancelled"]), help="Only jobs in this state.")
-@click.option("--type", "job_type", type=click.Choice(["add-instrumental", "add-vocals"]))
+@click.option("--state", type=click.Choice([s.value for s in JobState]),
+              help="Only jobs in this state.")
+@click.option("--type", "job_type", type=click.Choice(JOB_TYPES))
 @click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
 @click.option("--history", is_flag=True, help="Show each job's transitions.")
 def list_jobs(state: str | None, job_type: str | None, limit: int, history: bool) -> None:
@@ -119,11 +167,7 @@ def list_jobs(state: str | None, job_type: str | None, limit: int, history: bool
 @click.argument("job_id")
 def retry(job_id: str) -> None:
     """Requeue a failed or expired job (dead letter)."""
-    try:
-        _print(_client().retry(job_id))
-    except BackbeatError as err:
-        click.echo(str(err), err=True)
-        sys.exit(1)
+    _print(_client().retry(job_id))
 
 
 @main.command()
@@ -131,9 +175,9 @@ def retry(job_id: str) -> None:
 def watch(count: int) -> None:
     """Follow the transition event stream of every job."""
     client = _client()
-    store, seen, last = client.rt.store, 0, "$"
+    seen, last = 0, "$"
     while count == 0 or seen < count:
-        for stream_id, ev in store.read_events(last, block_ms=5000):
+        for stream_id, ev in client.events(last, block_ms=5000):
             last = stream_id
             seen += 1
             click.echo(f"{ev.get('t')}  {ev.get('job')}  {ev.get('from') or '-'} -> "
@@ -145,23 +189,21 @@ def watch(count: int) -> None:
 def limiter(ctx: click.Context) -> None:
     """Show the shared limiter: rates, tokens, cool-down, breaker, pause, backlog."""
     if ctx.invoked_subcommand is None:
-        from ..workers.status import limiter_status
-
-        _print(limiter_status(_client().rt))
+        _print(_client().limiter())
 
 
 @limiter.command("pause")
 @click.option("--reason", default="manual", show_default=True)
 def limiter_pause(reason: str) -> None:
     """Pause submissions fleet-wide; jobs stay queued."""
-    _client().rt.submit_limiter.pause(reason)
+    _client().pause(reason)
     click.echo(f"submissions paused ({reason})")
 
 
 @limiter.command("resume")
 def limiter_resume() -> None:
     """Lift a pause (manual, credits or unauthorized) at once."""
-    _client().rt.submit_limiter.resume()
+    _client().resume()
     click.echo("submissions resumed")
 
 
@@ -181,14 +223,3 @@ def _print_errors(messages: Any, prefix: str = "") -> None:
     elif isinstance(messages, list):
         for msg in messages:
             click.echo(f"  {prefix or '_'}: {msg}", err=True)
-
-
-def _register_optional() -> None:
-    from ..devstack.demo import demo
-    from ..simulator.cli import sim
-
-    main.add_command(sim, "sim")
-    main.add_command(demo, "demo")
-
-
-_register_optional()

@@ -11,7 +11,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
 from ..workers import jobs
-from ..workers.errors import IdempotencyConflict, InvalidTransition, JobNotFound, ValidationError
+from ..workers.errors import Conflict, JobNotFound, ValidationError
 from ..workers.runtime import Runtime
 from ..workers.states import JobState
 from .auth import require_token
@@ -29,12 +29,13 @@ JOB_REQUEST_BODY = {"required": True, "content": {"application/json": {"schema":
 
 @contextmanager
 def _job_errors() -> Iterator[None]:
-    """The job calls' refusals as HTTP answers: no such job 404, wrong state 409."""
+    """The job calls' refusals as HTTP answers: no such job 404, a Conflict (wrong state,
+    idempotency key reused) 409."""
     try:
         yield
     except JobNotFound as err:
         abort(404, message=str(err))
-    except InvalidTransition as err:
+    except Conflict as err:
         abort(409, message=str(err))
 
 
@@ -64,7 +65,7 @@ def jobs_blueprint(rt: Runtime) -> Blueprint:
                 job, created = jobs.enqueue(rt, body)
             except ValidationError as err:
                 abort(422, errors={"json": err.messages})
-            except IdempotencyConflict as err:
+            except Conflict as err:  # IdempotencyConflict
                 abort(409, message=str(err))
             return job.to_public(), 202, {"Idempotent-Replayed": "false" if created else "true"}
 

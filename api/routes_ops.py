@@ -10,8 +10,7 @@ from flask_smorest import Blueprint, abort
 from ..workers.callbacks import apply_callback
 from ..workers.runtime import Runtime
 from ..workers.signing import verify, verify_provider_signature
-from ..workers.status import limiter_status
-from ..workers.store import DUPLICATES
+from ..workers.status import limiter_status, metrics_text
 from .auth import require_token
 from .schemas import CallbackAck, Health, LimiterOut, PauseIn
 
@@ -95,16 +94,6 @@ def ops_blueprint(rt: Runtime) -> Blueprint:
              responses={"200": {"description": "Prometheus text format"}})
     def metrics() -> Any:
         """Prometheus metrics: backlog sizes and duplicate upstream tasks."""
-        k, r = rt.keys, rt.redis
-        dups = int(r.get(k.metric(DUPLICATES)) or 0)
-        lines = [
-            "# TYPE backbeat_jobs_queued gauge", f"backbeat_jobs_queued {r.zcard(k.queued)}",
-            "# TYPE backbeat_jobs_in_flight gauge", f"backbeat_jobs_in_flight {r.zcard(k.poll)}",
-            "# TYPE backbeat_jobs_uncertain gauge",
-            f"backbeat_jobs_uncertain {r.zcard(k.uncertain)}",
-            "# TYPE backbeat_duplicate_upstream_tasks_total counter",
-            f"backbeat_duplicate_upstream_tasks_total {dups}",
-        ]
-        return "\n".join(lines) + "\n", 200, {"Content-Type": "text/plain; version=0.0.4"}
+        return metrics_text(rt), 200, {"Content-Type": "text/plain; version=0.0.4"}
 
     return blp

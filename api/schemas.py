@@ -1,13 +1,18 @@
-"""Response schemas of the HTTP API (request schemas live in workers/schemas.py)."""
+"""Response schemas of the HTTP API (request schemas live in workers/schemas.py, the job's
+public fields in its PUBLIC_JOB, the provider's params in provider/params.py)."""
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, post_dump, validate
+from marshmallow import Schema, fields, validate
 
-from ..workers.schemas import PARAMS_SCHEMAS, JobRequest, Text
+from ..provider.params import PARAMS_SCHEMAS, Text
+from ..provider.profiles import JOB_TYPES
+from ..workers.job import PUBLIC_JOB, STATES, shape_schema
+from ..workers.schemas import JobRequest
 
-#: job type -> the OpenAPI component of its request body
-JOB_COMPONENTS = {"add-instrumental": "AddInstrumentalJob", "add-vocals": "AddVocalsJob"}
+#: job type -> the OpenAPI component of its request body (AddVocalsParams -> AddVocalsJob)
+JOB_COMPONENTS = {job_type: PARAMS_SCHEMAS[job_type].__name__.removesuffix("Params") + "Job"
+                  for job_type in JOB_TYPES}
 
 
 def job_request_components(models: tuple[str, ...], default_model: str) -> dict[str, Schema]:
@@ -29,11 +34,6 @@ def job_request_components(models: tuple[str, ...], default_model: str) -> dict[
     return out
 
 
-class JobError(Schema):
-    code = fields.Raw(allow_none=True, metadata={"description": "provider or backbeat code"})
-    message = fields.String()
-
-
 class ErrorOut(Schema):
     """Every 4xx/5xx body: a message, and field messages for validation errors."""
 
@@ -41,44 +41,6 @@ class ErrorOut(Schema):
     status = fields.String()
     message = fields.String()
     errors = fields.Dict()
-
-
-class TrackOut(Schema):
-    """One generated track: every field the provider returned (snake_case, provider/tracks.py),
-    the best known ones declared here, the rest passed through; ``expires_at`` is when the
-    provider deletes its files (the profile's retention)."""
-
-    id = fields.String()
-    audio_url = fields.String(allow_none=True)
-    stream_audio_url = fields.String(allow_none=True)
-    image_url = fields.String(allow_none=True)
-    source_audio_url = fields.String(allow_none=True)
-    source_stream_audio_url = fields.String(allow_none=True)
-    source_image_url = fields.String(allow_none=True)
-    title = fields.String(allow_none=True)
-    tags = fields.String(allow_none=True)
-    prompt = fields.String(allow_none=True)
-    duration = fields.Float(allow_none=True)
-    model_name = fields.String(allow_none=True)
-    created_at = fields.String(allow_none=True)
-    expires_at = fields.String(allow_none=True)
-
-    @post_dump(pass_original=True)
-    def keep_the_rest(self, data: dict, original: dict, **_: object) -> dict:
-        """Fields a provider added that are not declared above pass through as they are."""
-        return {**{k: v for k, v in original.items() if k not in data}, **data}
-
-
-STATES = ["queued", "submitting", "submitted", "text_ready", "first_ready", "succeeded",
-          "failed", "expired", "cancelled"]
-
-
-class NotifyOut(Schema):
-    url = fields.String()
-    state = fields.String(metadata={"enum": ["waiting", "pending", "retrying", "delivered",
-                                             "failed"]})
-    attempts = fields.Integer()
-    error = fields.String(allow_none=True)
 
 
 class HistoryOut(Schema):
@@ -90,27 +52,8 @@ class HistoryOut(Schema):
         include = {"from": fields.String()}
 
 
-class JobOut(Schema):
-    """A job as callers see it."""
-
-    id = fields.String(required=True)
-    type = fields.String(required=True)
-    state = fields.String(required=True, metadata={"enum": STATES})
-    params = fields.Dict()
-    upstream_task_id = fields.String(allow_none=True)
-    attempts = fields.Integer()
-    tracks = fields.List(fields.Nested(TrackOut))
-    error = fields.Nested(JobError, allow_none=True)
-    idempotency_key = fields.String(allow_none=True)
-    priority = fields.Integer()
-    duplicate_task_ids = fields.List(fields.String())
-    retries = fields.Integer()
-    notify = fields.Nested(NotifyOut, allow_none=True)
-    deadline_at = fields.String(allow_none=True)
-    created_at = fields.String(allow_none=True)
-    updated_at = fields.String(allow_none=True)
-    timestamps = fields.Dict(keys=fields.String(), values=fields.String())
-    history = fields.List(fields.Nested(HistoryOut))
+#: a job as the API shows it: PUBLIC_JOB's fields, and its history when asked for
+JobOut = shape_schema("JobOut", PUBLIC_JOB, history=fields.List(fields.Nested(HistoryOut)))
 
 
 class JobPage(Schema):
@@ -124,7 +67,7 @@ class ListArgs(Schema):
     """Filters and paging of ``GET /v1/jobs``."""
 
     state = fields.String(validate=validate.OneOf(STATES))
-    type = fields.String(validate=validate.OneOf(["add-instrumental", "add-vocals"]))
+    type = fields.String(validate=validate.OneOf(JOB_TYPES))
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
     cursor = fields.String(validate=validate.Length(max=300))
     history = fields.Boolean(load_default=False)

@@ -15,6 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
 from ..config.settings import Settings, get_settings
+from ..workers.errors import Conflict, JobNotFound, Unavailable
 from ..workers.runtime import Runtime
 from .auth import require_token
 from .routes_jobs import jobs_blueprint
@@ -90,8 +91,15 @@ def _json_errors(app: Flask) -> None:
                 payload["errors"] = data["messages"]
         return jsonify(payload), err.code
 
+    @app.errorhandler(JobNotFound)
+    @app.errorhandler(Conflict)
+    def refused(err: Exception) -> Any:  # the routes map these themselves; any other the same
+        code, status = (404, "Not Found") if isinstance(err, JobNotFound) else (409, "Conflict")
+        return jsonify({"code": code, "status": status, "message": str(err)}), code
+
     @app.errorhandler(RedisConnectionError)
     @app.errorhandler(RedisTimeoutError)
+    @app.errorhandler(Unavailable)
     def storage_unavailable(err: Exception) -> Any:
         log.warning("Redis unreachable on %s %s: %s", request.method, request.path,
                     type(err).__name__)

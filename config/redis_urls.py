@@ -85,7 +85,7 @@ def parse_sentinel(url: str) -> SentinelURL:
     for part in parts:
         scheme, sep, rest = part.partition("://")
         if not sep or scheme.lower() not in SENTINEL_SCHEMES:
-            raise ValueError(f"{_redact(part)!r}: each part of a Sentinel URL must start with "
+            raise ValueError(f"{redact(part)!r}: each part of a Sentinel URL must start with "
                              "redis+sentinel:// or sentinel://")
         rest, _, query = rest.partition("?")
         netloc, slash, path = rest.partition("/")
@@ -100,17 +100,17 @@ def parse_sentinel(url: str) -> SentinelURL:
             _merge(found, "db", path.strip("/"), url)
         for key, value in parse_qsl(query, keep_blank_values=True):
             if key not in _QUERY_KEYS:
-                raise ValueError(f"{_redact(url)!r}: unknown parameter {key!r} "
+                raise ValueError(f"{redact(url)!r}: unknown parameter {key!r} "
                                  f"(known: {', '.join(_QUERY_KEYS)})")
             _merge(found, key, value, url)
         for host in hosts.split(","):
             if host.strip():
                 sentinels.append(_host_port(host.strip(), url))
     if not sentinels:
-        raise ValueError(f"{_redact(url)!r}: no sentinel host")
+        raise ValueError(f"{redact(url)!r}: no sentinel host")
     db = found.get("db", "0")
     if not db.isdigit():
-        raise ValueError(f"{_redact(url)!r}: the db must be a number, got {db!r}")
+        raise ValueError(f"{redact(url)!r}: the db must be a number, got {db!r}")
     master_name = found.get("master_name") or DEFAULT_MASTER_NAME
     return SentinelURL(
         sentinels=tuple(dict.fromkeys(sentinels)),
@@ -135,7 +135,7 @@ def _merge(found: dict[str, str], key: str, value: str, url: str) -> None:
     if not value:
         return
     if found.get(key, value) != value:
-        raise ValueError(f"{_redact(url)!r}: {key} is given twice with different values")
+        raise ValueError(f"{redact(url)!r}: {key} is given twice with different values")
     found[key] = value
 
 
@@ -148,9 +148,9 @@ def _host_port(text: str, url: str) -> tuple[str, int]:
     else:
         host, port = text, ""
     if not host:
-        raise ValueError(f"{_redact(url)!r}: empty sentinel host in {text!r}")
+        raise ValueError(f"{redact(url)!r}: empty sentinel host in {text!r}")
     if port and not (port.isdigit() and 0 < int(port) < 65536):
-        raise ValueError(f"{_redact(url)!r}: bad sentinel port in {text!r}")
+        raise ValueError(f"{redact(url)!r}: bad sentinel port in {text!r}")
     return host, int(port) if port else DEFAULT_SENTINEL_PORT
 
 
@@ -158,7 +158,7 @@ def _netloc(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
     """``url`` with every password replaced by ``***`` (for error messages)."""
     url = re.sub(r"(://[^:@/;,]*:)[^@;]*@", r"\1***@", url)
     return re.sub(r"(sentinel_password=)[^&;]*", r"\1***", url)

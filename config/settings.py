@@ -1,62 +1,24 @@
-"""Settings read once from the ``BACKBEAT_*`` environment (DESIGN.md section 7).
+"""Settings read once from the ``BACKBEAT_*`` environment (docs/DESIGN.md section 7).
 
 Every variable is optional except ``BACKBEAT_API_KEY`` against a real provider; the defaults
 run the local demo. Secrets are wrapped in :class:`Secret` so they never print: not in logs,
 reprs, tracebacks or Flower.
 
-========================  ==========================================  ===========================
-variable                  meaning                                     default
-========================  ==========================================  ===========================
-BACKBEAT_REDIS_URL        job store and limiter (or a Sentinel URL)   redis://127.0.0.1:6379/0
-BACKBEAT_BROKER_URL       Celery broker (or a Sentinel URL)           the Redis URL
-BACKBEAT_PROVIDER         ``kie`` or ``sunoapi``                      sunoapi
-BACKBEAT_API_BASE_URL     provider base URL                           the profile's official URL
-BACKBEAT_API_KEY          provider key (never logged)                 (empty)
-BACKBEAT_SUBMIT_RATE      submit bucket, ``N/Ws``                     20/10s
-BACKBEAT_SUBMIT_BURST     calls that may go back to back              1
-BACKBEAT_POLL_RATE        poll bucket (record-info)                   5/1s
-BACKBEAT_CALLBACK_BASE_URL public base URL of the gateway             http://127.0.0.1:8000
-BACKBEAT_SECRET           signs callback URLs and webhooks            generated (dev only)
-BACKBEAT_API_TOKENS       comma-separated producer bearer tokens      none = closed except dev
-BACKBEAT_UNCERTAIN_GRACE  seconds an uncertain submission waits       300
-BACKBEAT_ENV              ``dev`` or ``prod`` (prod requires secrets)  dev
-BACKBEAT_MODELS           allowed ``model`` values                    V4_5PLUS,V5
-BACKBEAT_DEFAULT_MODEL    ``model`` when a request names none         V4_5PLUS
-BACKBEAT_KEY_PREFIX       prefix of every Redis key                   bb
-BACKBEAT_MAX_ATTEMPTS     attempts (transient errors, retryable      5
-                          generation failures) before ``failed``
-BACKBEAT_CONNECT_TIMEOUT  seconds to connect to the provider          5
-BACKBEAT_READ_TIMEOUT     seconds to wait for the provider's answer   30
-BACKBEAT_POLL_INTERVAL    seconds between reconcile beats             2
-BACKBEAT_RETENTION_DAYS   days a terminal job record is kept          14
-BACKBEAT_POLL_MIN_DELAY   seconds before a job's first/next poll      10
-BACKBEAT_POLL_MAX_DELAY   longest gap between two polls of a job      120
-BACKBEAT_UNCERTAIN_POLICY ``resubmit`` or ``fail`` after the grace    resubmit
-BACKBEAT_THROTTLE_COOLDOWN seconds the fleet waits after a throttle   2
-BACKBEAT_THROTTLE_BETA    multiplicative rate cut on a throttle       0.7
-BACKBEAT_BREAKER_BASE     seconds the 455 breaker first stays open    15
-BACKBEAT_BREAKER_CAP      longest breaker open time, seconds          300
-BACKBEAT_PAUSE_PROBE_INTERVAL seconds between credits/auth probes     300
-BACKBEAT_DEADLINE         seconds a job may take before ``expired``   21600
-BACKBEAT_DEADLINE_ADD_INSTRUMENTAL / _ADD_VOCALS  per-type deadline   BACKBEAT_DEADLINE
-BACKBEAT_OUTBOX_GRACE     seconds before an unsent message is re-sent 30
-BACKBEAT_WEBHOOK_ALLOW_PRIVATE  allow loopback/private notify_url      false
-BACKBEAT_WEBHOOK_MAX_ATTEMPTS   deliveries tried per notification      8
-BACKBEAT_PROVIDER_WEBHOOK_KEY   kie ``webhookHmacKey``: verify callbacks (empty)
-BACKBEAT_VISIBILITY_TIMEOUT     broker redelivery after a lost worker, s 3600
-BACKBEAT_POLLS_SHARE_SUBMIT_WINDOW  polls draw from the submit window too  false
-========================  ==========================================  ===========================
+:data:`SETTINGS` is the one list of variables: name, field, parser, default and meaning.
+``from_env``, the defaults of :class:`Settings` and the table in README.md (``python -m
+backbeat.config.settings`` prints it; a unit test holds the two equal) are all read from it.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
-from ..provider.profiles import ProviderProfile, get_profile
+from ..provider.profiles import JOB_TYPES, ProviderProfile, get_profile
 from .redis_urls import is_sentinel, parse_sentinel
 
 
@@ -116,53 +78,254 @@ class RateSpec:
         return f"{self.limit}/{self.window_ms / 1000:g}s"
 
 
+# -- parsers: (text, variable) -> value; every ValueError names the variable ----------------
+
+def _text(text: str, name: str) -> str:
+    return text
+
+
+def _url(text: str, name: str) -> str:
+    return text.rstrip("/")
+
+
+def _names(text: str, name: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _secret(text: str, name: str) -> Secret:
+    return Secret(text)
+
+
+def _secrets(text: str, name: str) -> tuple[Secret, ...]:
+    return tuple(Secret(token) for token in _names(text, name))
+
+
+def _provider(text: str, name: str) -> ProviderProfile:
+    try:
+        return get_profile(text)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+def _rate(text: str, name: str) -> RateSpec:
+    try:
+        return RateSpec.parse(text)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+def _integer(minimum: int) -> Callable[[str, str], int]:
+    def parse(text: str, name: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"{name} must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}")
+        return value
+
+    return parse
+
+
+def _number(text: str, name: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0")
+    return value
+
+
+def _bool(text: str, name: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{name} must be true or false, got {text!r}")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One ``BACKBEAT_*`` variable: the field it fills, how it reads, its default as written."""
+
+    env: str
+    #: the :class:`Settings` field it fills; None: it feeds a derived field (:data:`DERIVED`)
+    attr: str | None
+    #: (text, env) -> value; ValueError names the variable
+    parse: Callable[[str, str], Any]
+    #: the default as a user would write it ("" with a ``fallback``: the fallback)
+    default: str
+    #: the meaning, one line of Markdown
+    doc: str
+    #: the value when the variable is unset or empty, from the values read before it
+    fallback: Callable[[Mapping[str, Any]], Any] | None = None
+    #: the docs' default column when ``default`` is not the whole story
+    shown: str = ""
+
+    def read(self, environ: Mapping[str, str], earlier: Mapping[str, Any]) -> Any:
+        text = environ.get(self.env, self.default).strip()
+        if not text and self.fallback is not None:
+            return self.fallback(earlier)
+        return self.parse(text, self.env)
+
+
+def deadline_env(job_type: str) -> str:
+    """The variable holding one job type's deadline: ``BACKBEAT_DEADLINE_ADD_VOCALS``."""
+    return f"BACKBEAT_DEADLINE_{job_type.upper().replace('-', '_')}"
+
+
+#: every variable, in the order they are read (a fallback reads only rows above it)
+SETTINGS: tuple[Setting, ...] = (
+    Setting("BACKBEAT_REDIS_URL", "redis_url", _text, "redis://127.0.0.1:6379/0",
+            "job store and limiter: `redis://…` or a Sentinel URL "
+            "(`redis+sentinel://h1:26379,h2:26379/0?master_name=…`, see `docs/OPERATIONS.md`)"),
+    Setting("BACKBEAT_BROKER_URL", "broker_url", _text, "", "Celery broker (same forms)",
+            fallback=lambda v: v["BACKBEAT_REDIS_URL"], shown="the Redis URL"),
+    Setting("BACKBEAT_PROVIDER", "provider", _provider, "sunoapi", "`kie` or `sunoapi`"),
+    Setting("BACKBEAT_API_BASE_URL", "api_base_url", _url, "", "provider base URL",
+            fallback=lambda v: v["BACKBEAT_PROVIDER"].base_url.rstrip("/"),
+            shown="the profile's official URL"),
+    Setting("BACKBEAT_API_KEY", "api_key", _secret, "",
+            "provider key (never logged, never in messages or records)"),
+    Setting("BACKBEAT_SUBMIT_RATE", "submit_rate", _rate, "20/10s",
+            "submit bucket `N/Ws`: at most N calls in any W-second window"),
+    Setting("BACKBEAT_SUBMIT_BURST", "submit_burst", _integer(1), "1",
+            "calls that may go back to back (the window still holds)"),
+    Setting("BACKBEAT_POLL_RATE", "poll_rate", _rate, "5/1s", "poll bucket (record-info)"),
+    Setting("BACKBEAT_CALLBACK_BASE_URL", "callback_base_url", _url, "http://127.0.0.1:8000",
+            "public base URL of `web`, for `callBackUrl`"),
+    Setting("BACKBEAT_SECRET", "secret", _secret, "", "signs callback URLs and webhooks",
+            shown="generated (dev), required in prod"),
+    Setting("BACKBEAT_API_TOKENS", "api_tokens", _secrets, "",
+            "comma-separated producer bearer tokens", shown="none: open in dev, closed in prod"),
+    Setting("BACKBEAT_UNCERTAIN_GRACE", "uncertain_grace_s", _number, "300",
+            "seconds an uncertain submission waits for a callback"),
+    Setting("BACKBEAT_ENV", "env", _text, "dev",
+            "`dev` or `prod` (prod requires `BACKBEAT_SECRET`)"),
+    Setting("BACKBEAT_MODELS", "models", _names, "V4_5PLUS,V5",
+            "allowed `model` values, comma-separated"),
+    Setting("BACKBEAT_DEFAULT_MODEL", "default_model", _text, "V4_5PLUS",
+            "`model` when a request names none (one of `BACKBEAT_MODELS`)"),
+    Setting("BACKBEAT_KEY_PREFIX", "key_prefix", _text, "bb", "prefix of every Redis key"),
+    Setting("BACKBEAT_MAX_ATTEMPTS", "max_attempts", _integer(1), "5",
+            "attempts (transient errors, retryable generation failures) before `failed`"),
+    Setting("BACKBEAT_CONNECT_TIMEOUT", "connect_timeout_s", _number, "5",
+            "seconds to connect to the provider"),
+    Setting("BACKBEAT_READ_TIMEOUT", "read_timeout_s", _number, "30",
+            "seconds to wait for the provider's answer"),
+    Setting("BACKBEAT_POLL_INTERVAL", "poll_interval_s", _number, "2",
+            "seconds between reconcile beats"),
+    Setting("BACKBEAT_RETENTION_DAYS", "retention_days", _number, "14",
+            "days a terminal job record is kept"),
+    Setting("BACKBEAT_POLL_MIN_DELAY", "poll_min_delay_s", _number, "10",
+            "seconds before a job's first/next poll"),
+    Setting("BACKBEAT_POLL_MAX_DELAY", "poll_max_delay_s", _number, "120",
+            "longest gap between two polls of a job, seconds"),
+    Setting("BACKBEAT_UNCERTAIN_POLICY", "uncertain_policy", _text, "resubmit",
+            "`resubmit` or `fail` after the uncertain grace"),
+    Setting("BACKBEAT_THROTTLE_COOLDOWN", "throttle_cooldown_s", _number, "2",
+            "seconds the fleet waits after a throttle"),
+    Setting("BACKBEAT_THROTTLE_BETA", "throttle_beta", _number, "0.7",
+            "multiplicative rate cut on a throttle, between 0 and 1"),
+    Setting("BACKBEAT_BREAKER_BASE", "breaker_base_s", _number, "15",
+            "seconds the 455 breaker first stays open"),
+    Setting("BACKBEAT_BREAKER_CAP", "breaker_cap_s", _number, "300",
+            "longest breaker open time, seconds"),
+    Setting("BACKBEAT_PAUSE_PROBE_INTERVAL", "pause_probe_interval_s", _number, "300",
+            "seconds between credits/auth probes while paused"),
+    Setting("BACKBEAT_DEADLINE", None, _number, "21600",
+            "seconds a job may take before `expired`"),
+    *(Setting(deadline_env(job_type), None, _number, "", f"the deadline of `{job_type}` jobs",
+              fallback=lambda v: v["BACKBEAT_DEADLINE"], shown="`BACKBEAT_DEADLINE`")
+      for job_type in JOB_TYPES),
+    Setting("BACKBEAT_OUTBOX_GRACE", "outbox_grace_s", _number, "30",
+            "seconds before an unsent message is re-sent"),
+    Setting("BACKBEAT_WEBHOOK_ALLOW_PRIVATE", "webhook_allow_private", _bool, "false",
+            "allow loopback/private `notify_url` hosts"),
+    Setting("BACKBEAT_WEBHOOK_MAX_ATTEMPTS", "webhook_max_attempts", _integer(1), "8",
+            "deliveries tried per notification"),
+    Setting("BACKBEAT_PROVIDER_WEBHOOK_KEY", "provider_webhook_key", _secret, "",
+            "kie `webhookHmacKey`: verify callbacks' `X-Webhook-Signature`"),
+    Setting("BACKBEAT_VISIBILITY_TIMEOUT", "visibility_timeout_s", _number, "3600",
+            "broker redelivery after a lost worker, seconds (at least 20)"),
+    Setting("BACKBEAT_POLLS_SHARE_SUBMIT_WINDOW", "polls_share_submit_window", _bool, "false",
+            "record-info polls draw from the submit window too (one N/W rule counts both)"),
+)
+
+#: the :class:`Settings` fields no single variable fills, and what they are made of
+DERIVED: dict[str, str] = {
+    "deadlines_s": "(job type, seconds) per job type: BACKBEAT_DEADLINE_<TYPE>, "
+                   "else BACKBEAT_DEADLINE",
+}
+
+
+def _read(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Every variable's value (keyed by variable), each row parsed once, in table order."""
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        values[setting.env] = setting.read(environ, values)
+    return values
+
+
+def _fields(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The :class:`Settings` keyword arguments for the values of :func:`_read`."""
+    fields = {s.attr: values[s.env] for s in SETTINGS if s.attr is not None}
+    fields["deadlines_s"] = tuple((t, values[deadline_env(t)]) for t in JOB_TYPES)
+    return fields
+
+
+_DEFAULT_VALUES = _read({})
+_DEFAULT = _fields(_DEFAULT_VALUES)
+#: BACKBEAT_DEADLINE's default, seconds (``deadline_s`` of a type with no deadline of its own)
+DEFAULT_DEADLINE_S: float = _DEFAULT_VALUES["BACKBEAT_DEADLINE"]
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Every knob of a backbeat process; build with :meth:`from_env`."""
+    """Every knob of a backbeat process; build with :meth:`from_env` (defaults: SETTINGS)."""
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    broker_url: str = ""
-    provider: ProviderProfile = field(default_factory=lambda: get_profile("sunoapi"))
-    api_base_url: str = ""
-    api_key: Secret = field(default_factory=lambda: Secret(""))
-    submit_rate: RateSpec = RateSpec(20, 10_000)
-    submit_burst: int = 1
-    poll_rate: RateSpec = RateSpec(5, 1_000)
-    callback_base_url: str = "http://127.0.0.1:8000"
-    secret: Secret = field(default_factory=lambda: Secret(""))
-    api_tokens: tuple[Secret, ...] = ()
-    uncertain_grace_s: float = 300.0
-    env: str = "dev"
-    models: tuple[str, ...] = ("V4_5PLUS", "V5")
-    default_model: str = "V4_5PLUS"
-    key_prefix: str = "bb"
-    max_attempts: int = 5
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 30.0
-    poll_interval_s: float = 2.0
-    retention_days: float = 14.0
-    poll_min_delay_s: float = 10.0
-    poll_max_delay_s: float = 120.0
-    uncertain_policy: str = "resubmit"
-    throttle_cooldown_s: float = 2.0
-    throttle_beta: float = 0.7
-    breaker_base_s: float = 15.0
-    breaker_cap_s: float = 300.0
-    pause_probe_interval_s: float = 300.0
-    deadlines_s: tuple[tuple[str, float], ...] = (("add-instrumental", 21600.0),
-                                                  ("add-vocals", 21600.0))
-    outbox_grace_s: float = 30.0
-    webhook_allow_private: bool = False
-    webhook_max_attempts: int = 8
-    provider_webhook_key: Secret = field(default_factory=lambda: Secret(""))
-    visibility_timeout_s: float = 3600.0
-    #: record-info polls take their grants from the submit bucket's log as well (for a
-    #: provider whose one N/W rule counts polls and submissions together)
-    polls_share_submit_window: bool = False
+    redis_url: str = _DEFAULT["redis_url"]
+    broker_url: str = _DEFAULT["broker_url"]
+    provider: ProviderProfile = _DEFAULT["provider"]
+    api_base_url: str = _DEFAULT["api_base_url"]
+    api_key: Secret = _DEFAULT["api_key"]
+    submit_rate: RateSpec = _DEFAULT["submit_rate"]
+    submit_burst: int = _DEFAULT["submit_burst"]
+    poll_rate: RateSpec = _DEFAULT["poll_rate"]
+    callback_base_url: str = _DEFAULT["callback_base_url"]
+    secret: Secret = _DEFAULT["secret"]
+    api_tokens: tuple[Secret, ...] = _DEFAULT["api_tokens"]
+    uncertain_grace_s: float = _DEFAULT["uncertain_grace_s"]
+    env: str = _DEFAULT["env"]
+    models: tuple[str, ...] = _DEFAULT["models"]
+    default_model: str = _DEFAULT["default_model"]
+    key_prefix: str = _DEFAULT["key_prefix"]
+    max_attempts: int = _DEFAULT["max_attempts"]
+    connect_timeout_s: float = _DEFAULT["connect_timeout_s"]
+    read_timeout_s: float = _DEFAULT["read_timeout_s"]
+    poll_interval_s: float = _DEFAULT["poll_interval_s"]
+    retention_days: float = _DEFAULT["retention_days"]
+    poll_min_delay_s: float = _DEFAULT["poll_min_delay_s"]
+    poll_max_delay_s: float = _DEFAULT["poll_max_delay_s"]
+    uncertain_policy: str = _DEFAULT["uncertain_policy"]
+    throttle_cooldown_s: float = _DEFAULT["throttle_cooldown_s"]
+    throttle_beta: float = _DEFAULT["throttle_beta"]
+    breaker_base_s: float = _DEFAULT["breaker_base_s"]
+    breaker_cap_s: float = _DEFAULT["breaker_cap_s"]
+    pause_probe_interval_s: float = _DEFAULT["pause_probe_interval_s"]
+    deadlines_s: tuple[tuple[str, float], ...] = _DEFAULT["deadlines_s"]
+    outbox_grace_s: float = _DEFAULT["outbox_grace_s"]
+    webhook_allow_private: bool = _DEFAULT["webhook_allow_private"]
+    webhook_max_attempts: int = _DEFAULT["webhook_max_attempts"]
+    provider_webhook_key: Secret = _DEFAULT["provider_webhook_key"]
+    visibility_timeout_s: float = _DEFAULT["visibility_timeout_s"]
+    polls_share_submit_window: bool = _DEFAULT["polls_share_submit_window"]
 
     def deadline_s(self, job_type: str) -> float:
         """Seconds a job of ``job_type`` may take before it expires."""
-        return dict(self.deadlines_s).get(job_type, 21600.0)
+        return dict(self.deadlines_s).get(job_type, DEFAULT_DEADLINE_S)
 
     @property
     def is_prod(self) -> bool:
@@ -171,62 +334,10 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read ``BACKBEAT_*`` from ``environ`` (default: os.environ); ValueError on bad values."""
-        env = os.environ if environ is None else environ
-
-        def get(name: str, default: str = "") -> str:
-            return env.get(f"BACKBEAT_{name}", default).strip()
-
-        provider = get_profile(get("PROVIDER", "sunoapi"))
-        redis_url = get("REDIS_URL", cls.redis_url)
-        models = tuple(m.strip() for m in get("MODELS", "V4_5PLUS,V5").split(",") if m.strip())
-        default_model = get("DEFAULT_MODEL", "V4_5PLUS")
-        if default_model not in models:
-            raise ValueError(f"BACKBEAT_DEFAULT_MODEL {default_model!r} is not in BACKBEAT_MODELS")
-        settings = cls(
-            redis_url=redis_url,
-            broker_url=get("BROKER_URL", redis_url),
-            provider=provider,
-            api_base_url=get("API_BASE_URL", provider.base_url).rstrip("/"),
-            api_key=Secret(get("API_KEY")),
-            submit_rate=RateSpec.parse(get("SUBMIT_RATE", "20/10s")),
-            submit_burst=_int(get("SUBMIT_BURST", "1"), "SUBMIT_BURST", minimum=1),
-            poll_rate=RateSpec.parse(get("POLL_RATE", "5/1s")),
-            callback_base_url=get("CALLBACK_BASE_URL", "http://127.0.0.1:8000").rstrip("/"),
-            secret=Secret(get("SECRET")),
-            api_tokens=tuple(Secret(t.strip()) for t in get("API_TOKENS").split(",") if t.strip()),
-            uncertain_grace_s=_float(get("UNCERTAIN_GRACE", "300"), "UNCERTAIN_GRACE"),
-            env=get("ENV", "dev"),
-            models=models,
-            default_model=default_model,
-            key_prefix=get("KEY_PREFIX", "bb"),
-            max_attempts=_int(get("MAX_ATTEMPTS", "5"), "MAX_ATTEMPTS", minimum=1),
-            connect_timeout_s=_float(get("CONNECT_TIMEOUT", "5"), "CONNECT_TIMEOUT"),
-            read_timeout_s=_float(get("READ_TIMEOUT", "30"), "READ_TIMEOUT"),
-            poll_interval_s=_float(get("POLL_INTERVAL", "2"), "POLL_INTERVAL"),
-            retention_days=_float(get("RETENTION_DAYS", "14"), "RETENTION_DAYS"),
-            poll_min_delay_s=_float(get("POLL_MIN_DELAY", "10"), "POLL_MIN_DELAY"),
-            poll_max_delay_s=_float(get("POLL_MAX_DELAY", "120"), "POLL_MAX_DELAY"),
-            uncertain_policy=get("UNCERTAIN_POLICY", "resubmit"),
-            throttle_cooldown_s=_float(get("THROTTLE_COOLDOWN", "2"), "THROTTLE_COOLDOWN"),
-            throttle_beta=_float(get("THROTTLE_BETA", "0.7"), "THROTTLE_BETA"),
-            breaker_base_s=_float(get("BREAKER_BASE", "15"), "BREAKER_BASE"),
-            breaker_cap_s=_float(get("BREAKER_CAP", "300"), "BREAKER_CAP"),
-            pause_probe_interval_s=_float(get("PAUSE_PROBE_INTERVAL", "300"),
-                                          "PAUSE_PROBE_INTERVAL"),
-            deadlines_s=tuple(
-                (kind, _float(get(f"DEADLINE_{kind.upper().replace('-', '_')}",
-                                  get("DEADLINE", "21600")), "DEADLINE"))
-                for kind in ("add-instrumental", "add-vocals")),
-            outbox_grace_s=_float(get("OUTBOX_GRACE", "30"), "OUTBOX_GRACE"),
-            webhook_allow_private=_bool(get("WEBHOOK_ALLOW_PRIVATE", "false"),
-                                        "WEBHOOK_ALLOW_PRIVATE"),
-            webhook_max_attempts=_int(get("WEBHOOK_MAX_ATTEMPTS", "8"), "WEBHOOK_MAX_ATTEMPTS",
-                                      minimum=1),
-            provider_webhook_key=Secret(get("PROVIDER_WEBHOOK_KEY")),
-            visibility_timeout_s=_float(get("VISIBILITY_TIMEOUT", "3600"), "VISIBILITY_TIMEOUT"),
-            polls_share_submit_window=_bool(get("POLLS_SHARE_SUBMIT_WINDOW", "false"),
-                                            "POLLS_SHARE_SUBMIT_WINDOW"),
-        )
+        settings = cls(**_fields(_read(os.environ if environ is None else environ)))
+        if settings.default_model not in settings.models:
+            raise ValueError(f"BACKBEAT_DEFAULT_MODEL {settings.default_model!r} "
+                             "is not in BACKBEAT_MODELS")
         for name, url in (("REDIS_URL", settings.redis_url), ("BROKER_URL", settings.broker_url)):
             if is_sentinel(url):  # a malformed Sentinel URL fails here, naming the variable
                 try:
@@ -246,36 +357,27 @@ class Settings:
         return settings
 
 
-def _int(text: str, name: str, minimum: int = 0) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"BACKBEAT_{name} must be an integer, got {text!r}") from None
-    if value < minimum:
-        raise ValueError(f"BACKBEAT_{name} must be >= {minimum}")
-    return value
+#: every unset variable's meaning, parsed once from SETTINGS
+DEFAULTS = Settings()
+#: DEFAULTS' job deadline and record retention in ms, for code with no Settings at hand
+DEFAULT_DEADLINE_MS: int = int(DEFAULT_DEADLINE_S * 1000)
+DEFAULT_RETENTION_MS: int = int(DEFAULTS.retention_days * 86_400_000)
 
 
-def _bool(text: str, name: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"BACKBEAT_{name} must be true or false, got {text!r}")
-
-
-def _float(text: str, name: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"BACKBEAT_{name} must be a number, got {text!r}") from None
-    if value < 0:
-        raise ValueError(f"BACKBEAT_{name} must be >= 0")
-    return value
+def markdown_table() -> str:
+    """SETTINGS as the Markdown table of README.md: variable | meaning | default."""
+    rows = ["| variable | meaning | default |", "|---|---|---|"]
+    for s in SETTINGS:
+        default = s.shown or (f"`{s.default}`" if s.default else "—")
+        rows.append(f"| `{s.env}` | {s.doc} | {default} |")
+    return "\n".join(rows) + "\n"
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once."""
     return Settings.from_env()
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

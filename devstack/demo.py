@@ -11,6 +11,8 @@ from pathlib import Path
 import click
 import requests
 
+from ..provider.profiles import JOB_TYPES, PROFILES
+from ..workers.states import TERMINAL
 from .processes import (
     Proc,
     beat_argv,
@@ -23,22 +25,30 @@ from .processes import (
     worker_argv,
 )
 
-TERMINAL = {"succeeded", "failed", "expired", "cancelled"}
+#: the fields each job type of JOB_TYPES needs besides the common ones (a type missing here is a
+#: KeyError naming it)
+_TYPE_PARAMS = {
+    "add-instrumental": {"tags": "warm, acoustic, folk", "vocalGender": "f"},
+    "add-vocals": {"prompt": "[Verse] city lights hum along", "style": "Jazz"},
+}
+
+
+def _kind(n: int) -> str:
+    """The job type of the demo's ``n``-th job: the types of JOB_TYPES in turn."""
+    return JOB_TYPES[n % len(JOB_TYPES)]
 
 
 def _params(kind: str, n: int) -> dict:
     common = {"uploadUrl": f"https://example.com/stems/take-{n}.mp3",
               "title": f"Demo {kind} #{n}", "negativeTags": "harsh noise",
               "styleWeight": 0.6, "audioWeight": 0.65}
-    if kind == "add-instrumental":
-        return {**common, "tags": "warm, acoustic, folk", "vocalGender": "f"}
-    return {**common, "prompt": "[Verse] city lights hum along", "style": "Jazz"}
+    return {**common, **_TYPE_PARAMS[kind]}
 
 
 @click.command()
 @click.option("--jobs", "count", type=int, default=24, show_default=True,
-              help="How many jobs (half of each type).")
-@click.option("--provider", type=click.Choice(["sunoapi", "kie"]), default="sunoapi",
+              help="How many jobs (each job type in turn).")
+@click.option("--provider", type=click.Choice(sorted(PROFILES)), default="sunoapi",
               show_default=True)
 @click.option("--timeout", type=float, default=180, show_default=True)
 @click.option("--flower/--no-flower", default=True, show_default=True)
@@ -99,12 +109,12 @@ def demo(count: int, provider: str, timeout: float, flower: bool, run_dir: Path)
 
 
 def _run_batch(count: int, api: str, token: str, timeout: float) -> bool:
-    from .client import Client
+    from ..api.client import Client
 
     client, auth = Client(), {"Authorization": f"Bearer {token}"}
     ids = []
     for n in range(count):
-        kind = "add-instrumental" if n % 2 == 0 else "add-vocals"
+        kind = _kind(n)
         if n % 3 == 0:  # a third through the HTTP API, the rest through the Python client
             resp = requests.post(f"{api}/v1/jobs", headers=auth, timeout=10,
                                  json={"type": kind, "params": _params(kind, n)})
@@ -112,11 +122,11 @@ def _run_batch(count: int, api: str, token: str, timeout: float) -> bool:
             ids.append(resp.json()["id"])
         else:
             ids.append(client.enqueue(kind, _params(kind, n), idempotency_key=f"demo-{n}")["id"])
-    again = client.enqueue("add-vocals", _params("add-vocals", 1), idempotency_key="demo-1")
+    again = client.enqueue(_kind(1), _params(_kind(1), 1), idempotency_key="demo-1")
     click.echo(f"enqueued {len(ids)} jobs; replaying idempotency key demo-1 returned the same job: "
                f"{again['id'] == ids[1]}")
     bad = requests.post(f"{api}/v1/jobs", headers=auth, timeout=10, json={
-        "type": "add-vocals", "params": {"uploadUrl": "nope", "styleWeight": 0.123}})
+        "type": _kind(1), "params": {"uploadUrl": "nope", "styleWeight": 0.123}})
     click.echo(f"an invalid request is refused with {bad.status_code}: "
                f"{bad.json().get('errors', {}).get('json')}")
     deadline, last = time.monotonic() + timeout, None

@@ -1,8 +1,9 @@
 """The provider client: one HTTP call, no hidden retries, every answer classified into an Outcome.
 
-The body ``code`` wins; the HTTP status counts only when the body has none (DESIGN.md section 3).
-A POST that was sent and then timed out or lost its connection is ``UNCERTAIN``: the provider may
-have created (and charged) the task. Connect failures happen before anything is sent: ``TRANSIENT``.
+The body ``code`` wins; the HTTP status counts only when the body has none
+(docs/PROVIDER-CODES.md). A POST that was sent and then timed out or lost its connection is
+``UNCERTAIN``: the provider may have created (and charged) the task. Connect failures happen
+before anything is sent: ``TRANSIENT``.
 Warning: the API key is only ever put in the Authorization header; it is never logged or returned.
 """
 
@@ -11,15 +12,20 @@ from __future__ import annotations
 import email.utils
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 from urllib3.util.retry import Retry
 
-from ..config.settings import Secret
-from .profiles import ENDPOINTS, Outcome, ProviderProfile
+from .profiles import CREATE_PATHS, ENDPOINTS, Outcome, ProviderProfile
+
+
+class Revealable(Protocol):
+    """A secret that shows its value only when asked (config.settings.Secret)."""
+
+    def reveal(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,7 @@ class ProviderClient:
         self,
         profile: ProviderProfile,
         base_url: str,
-        api_key: Secret,
+        api_key: Revealable,
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 30.0,
         pool_size: int = 10,
@@ -59,9 +65,11 @@ class ProviderClient:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
-    def create(self, job_type: str, body: dict[str, Any]) -> Answer:
-        """POST one add-instrumental / add-vocals request (``body`` includes callBackUrl)."""
-        return self._call("POST", ENDPOINTS[job_type], json=body, idempotent=False)
+    def create(self, job_type: str, params: dict[str, Any], callback_url: str) -> Answer:
+        """POST one job of ``job_type`` (a key of CREATE_PATHS): its provider ``params`` and
+        the ``callBackUrl`` the provider reports its stages to."""
+        body = {**params, "callBackUrl": callback_url}
+        return self._call("POST", CREATE_PATHS[job_type], json=body, idempotent=False)
 
     def record_info(self, task_id: str) -> Answer:
         """GET record-info for one upstream task."""

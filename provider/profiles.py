@@ -1,4 +1,4 @@
-"""Provider profiles: which answer code means what, per provider (DESIGN.md section 3)."""
+"""Provider profiles: which answer code means what, per provider (docs/PROVIDER-CODES.md)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,6 @@ class ProviderProfile:
     credits: frozenset[int]
     auth: frozenset[int]
     rejected: frozenset[int]
-    transient: frozenset[int]
     #: situation -> code this provider answers with (simulator side)
     emits: dict[str, int] = field(default_factory=dict)
     #: generation-failure codes (callback ``code``, record-info ``errorCode``) after which
@@ -100,7 +99,6 @@ KIE = ProviderProfile(
     credits=frozenset({402}),
     auth=frozenset({401}),
     rejected=frozenset({400, 409, 413, 422, 451, 505}),
-    transient=frozenset({500, 501, 502, 503, 504}),
     emits={
         "throttled": 429,
         "maintenance": 455,
@@ -149,7 +147,6 @@ SUNOAPI = ProviderProfile(
     credits=frozenset({429}),
     auth=frozenset({401}),
     rejected=frozenset({400, 413}),
-    transient=frozenset({500, 502, 503, 504}),
     emits={
         "throttled": 430,
         "maintenance": 455,
@@ -186,7 +183,7 @@ SUNOAPI = ProviderProfile(
 PROFILES: dict[str, ProviderProfile] = {p.name: p for p in (KIE, SUNOAPI)}
 
 #: every job type backbeat runs -> the create endpoint it calls (identical on both providers);
-#: the one list of job types: the API, the CLI, the settings and the simulator read it here
+#: the one list of job types: the API, the CLI, the settings and the simulator's routes read it
 CREATE_PATHS: dict[str, str] = {
     "add-instrumental": "/api/v1/generate/add-instrumental",
     "add-vocals": "/api/v1/generate/add-vocals",
@@ -194,18 +191,6 @@ CREATE_PATHS: dict[str, str] = {
 JOB_TYPES: tuple[str, ...] = tuple(CREATE_PATHS)
 #: the create endpoints and the lookup
 ENDPOINTS: dict[str, str] = {**CREATE_PATHS, "record-info": "/api/v1/generate/record-info"}
-
-#: record-info statuses (identical lists on both providers)
-UPSTREAM_STATUSES = (
-    "PENDING",
-    "TEXT_SUCCESS",
-    "FIRST_SUCCESS",
-    "SUCCESS",
-    "CREATE_TASK_FAILED",
-    "GENERATE_AUDIO_FAILED",
-    "CALLBACK_EXCEPTION",
-    "SENSITIVE_WORD_ERROR",
-)
 
 
 def get_profile(name: str) -> ProviderProfile:

@@ -14,6 +14,10 @@ sends is kept, under one snake_case name; a few known ones get a fixed name:
 
 ``merge`` joins what two answers said about the same tracks (by ``id``): a callback brings the
 ``source_*`` URLs a poll does not, and neither overwrites the other's fields with nothing.
+
+``FIELDS`` is the one definition of a track's known fields: the provider spellings each is read
+from here, and the type and description the API documents (workers/schemas.py builds its
+``TrackOut`` schema from it).
 """
 
 from __future__ import annotations
@@ -21,30 +25,54 @@ from __future__ import annotations
 import logging
 import re
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-#: caller-facing name -> the provider spellings it is read from (first present wins)
-KNOWN: dict[str, tuple[str, ...]] = {
-    "id": ("id",),
-    "audio_url": ("audio_url", "audioUrl"),
-    "source_audio_url": ("source_audio_url", "sourceAudioUrl"),
-    "stream_audio_url": ("stream_audio_url", "streamAudioUrl"),
-    "source_stream_audio_url": ("source_stream_audio_url", "sourceStreamAudioUrl"),
-    "image_url": ("image_url", "imageUrl"),
-    "source_image_url": ("source_image_url", "sourceImageUrl"),
-    "prompt": ("prompt",),
-    "model_name": ("model_name", "modelName"),
-    "title": ("title",),
-    "tags": ("tags",),
-    "duration": ("duration",),
-    "created_at": ("createTime", "create_time", "createdAt", "created_at"),
-}
-_SOURCES = {source for names in KNOWN.values() for source in names}
+
+@dataclass(frozen=True)
+class TrackField:
+    """One known track field: where it comes from, what it holds."""
+
+    #: the provider spellings it is read from (first present wins); none: backbeat's own
+    sources: tuple[str, ...]
+    #: the value's type (``str`` or ``float``)
+    type: type
+    doc: str
+    #: whether a value read is converted to ``type`` (else kept as the provider sent it)
+    convert: bool = False
+
+
 #: backbeat's own key on each track
 EXPIRES = "expires_at"
+#: caller-facing name -> the known field (values are never null: empty ones are dropped)
+FIELDS: dict[str, TrackField] = {
+    "id": TrackField(("id",), str, "The provider's track id.", convert=True),
+    "audio_url": TrackField(("audio_url", "audioUrl"), str, "The generated audio (MP3)."),
+    "source_audio_url": TrackField(("source_audio_url", "sourceAudioUrl"), str,
+                                   "The audio at its origin (sunoapi.org callbacks)."),
+    "stream_audio_url": TrackField(("stream_audio_url", "streamAudioUrl"), str,
+                                   "The audio as a stream, available before the file."),
+    "source_stream_audio_url": TrackField(("source_stream_audio_url", "sourceStreamAudioUrl"),
+                                          str, "The stream at its origin (sunoapi.org callbacks)."),
+    "image_url": TrackField(("image_url", "imageUrl"), str, "The cover image."),
+    "source_image_url": TrackField(("source_image_url", "sourceImageUrl"), str,
+                                   "The cover image at its origin (sunoapi.org callbacks)."),
+    "prompt": TrackField(("prompt",), str, "The lyrics or prompt the track was made from."),
+    "model_name": TrackField(("model_name", "modelName"), str, "The model that made it."),
+    "title": TrackField(("title",), str, "The track's title."),
+    "tags": TrackField(("tags",), str, "The track's style tags."),
+    "duration": TrackField(("duration",), float, "Length in seconds.", convert=True),
+    "created_at": TrackField(("createTime", "create_time", "createdAt", "created_at"), str,
+                             "The provider's createTime as sent (\"YYYY-MM-DD HH:MM:SS\", or "
+                             "epoch ms)."),
+    EXPIRES: TrackField((), str, "When the provider deletes the track's files (ISO 8601 UTC): "
+                        "its retention, counted from the track's creation or from when "
+                        "backbeat first saw it, whichever is earlier."),
+}
+_SOURCES = {source for known in FIELDS.values() for source in known.sources}
 #: most fields kept per track, and longest key, against a runaway provider body
 MAX_FIELDS = 64
 MAX_KEY = 64
@@ -56,7 +84,7 @@ def snake(name: str) -> str:
     return _CAMEL.sub("_", name).lower()
 
 
-def parse(items: Any, retention_days: float | None = None,
+def parse(items: Any, retention_days: float,
           now_ms: int | None = None) -> list[dict[str, Any]]:
     """Normalise provider track items (either spelling; a single object counts as a list of
     one) to caller-facing dicts, each with ``expires_at``. Items that are not objects, and
@@ -67,7 +95,6 @@ def parse(items: Any, retention_days: float | None = None,
         if items is not None:
             log.warning("track list ignored: %s instead of a list", type(items).__name__)
         return []
-    days = default_retention_days() if retention_days is None else retention_days
     seen_ms = int(time.time() * 1000) if now_ms is None else now_ms
     out = []
     for item in items:
@@ -81,25 +108,23 @@ def parse(items: Any, retention_days: float | None = None,
                 continue
             track.setdefault(snake(key), value)
         if track:
-            track[EXPIRES] = expires_at(track.get("created_at"), seen_ms, days)
+            track[EXPIRES] = expires_at(track.get("created_at"), seen_ms, retention_days)
             out.append(track)
     return out
 
 
 def _known(item: dict[str, Any]) -> dict[str, Any]:
     track: dict[str, Any] = {}
-    for name, sources in KNOWN.items():
-        value = next((item[s] for s in sources if item.get(s) not in (None, "")), None)
+    for name, known in FIELDS.items():
+        value = next((item[s] for s in known.sources if item.get(s) not in (None, "")), None)
         if value is None:
             continue
-        if name == "duration":
+        if known.convert:
             try:
-                value = float(value)
+                value = known.type(value)
             except (TypeError, ValueError):
-                log.warning("track duration ignored: %r", value)
+                log.warning("track %s ignored: %r", name, value)
                 continue
-        elif name == "id":
-            value = str(value)
         track[name] = value
     return track
 
@@ -152,10 +177,3 @@ def merge(old: list[dict[str, Any]], new: list[dict[str, Any]],
             else:
                 target.setdefault(key, value)
     return merged
-
-
-def default_retention_days() -> float:
-    """The configured provider's ``track_retention_days`` (BACKBEAT_PROVIDER)."""
-    from ..config.settings import get_settings
-
-    return get_settings().provider.track_retention_days

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..provider.profiles import ENDPOINTS
+from ..provider.profiles import CREATE_PATHS, ENDPOINTS
 from .admin import PREFIX, handle_admin
 from .config import SimConfig
 from .provider import Answer, Simulator
@@ -24,7 +24,8 @@ MAX_BODY_BYTES = 1 << 20
 #: longest a held answer (``hold_polls``) waits for its release before the connection closes
 HOLD_MAX_S = 300.0
 #: path -> endpoint key of the two create endpoints
-CREATE_PATHS = {ENDPOINTS[k]: k for k in ("add-instrumental", "add-vocals")}
+#: create path -> job type
+CREATE_ROUTES = {path: job_type for job_type, path in CREATE_PATHS.items()}
 RECORD_INFO_PATH = ENDPOINTS["record-info"]
 
 
@@ -65,8 +66,8 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         path, method = parts.path, self.command
         auth = self.headers.get("Authorization")
-        if method == "POST" and path in CREATE_PATHS:
-            return sim.create(CREATE_PATHS[path], auth, raw)
+        if method == "POST" and path in CREATE_ROUTES:
+            return sim.create(CREATE_ROUTES[path], auth, raw)
         if method == "GET" and path == RECORD_INFO_PATH:
             task_id = (parse_qs(parts.query).get("taskId") or [None])[0]
             return sim.record_info(task_id, auth)

@@ -25,7 +25,7 @@ CREATE_FAILED = "CREATE_TASK_FAILED"
 CALLBACK_EXCEPTION = "CALLBACK_EXCEPTION"
 FAILED = frozenset({AUDIO_FAILED, SENSITIVE, CREATE_FAILED})
 
-#: callback msg per stage (upstream-api.md section 4)
+#: callback msg per stage (https://docs.kie.ai/suno-api/add-vocals-callbacks)
 STAGE_MSG = {
     "text": "Text generation completed successfully.",
     "first": "First track generated successfully.",
@@ -222,7 +222,7 @@ def _snake(t: dict[str, Any], profile: str) -> dict[str, Any]:
 
 
 def record_info_data(task: Task, now: float) -> dict[str, Any]:
-    """The ``data`` of a record-info answer (upstream-api.md section 3)."""
+    """The ``data`` of a record-info answer (its statuses: docs/PROVIDER-CODES.md)."""
     status = status_at(task, now)
     error = task.error if status in FAILED else None
     param = {k: v for k, v in task.request.items() if k != "callBackUrl"}

@@ -8,8 +8,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..provider.models import TEXT_FIELDS, limits_for
+from ..provider.params import encodable
 
-#: endpoint key -> required fields (upstream-api.md section 1)
+#: endpoint key -> required fields (the providers' add-* pages, such as
+#: https://docs.sunoapi.org/suno-api/add-vocals and https://docs.kie.ai/suno-api/add-vocals)
 REQUIRED: dict[str, tuple[str, ...]] = {
     "add-instrumental": ("uploadUrl", "title", "tags", "negativeTags", "callBackUrl"),
     "add-vocals": ("uploadUrl", "prompt", "title", "style", "negativeTags", "callBackUrl"),
@@ -62,7 +64,7 @@ def validate(endpoint: str, body: dict[str, Any], profile: str, title_max: int =
             raise Invalid(f"{name} must be a string")
         if not value.strip() and name not in _MAY_BE_EMPTY:
             raise Invalid(f"{name} must not be empty")
-        if not _is_unicode(value):
+        if not encodable(value):
             raise Invalid(f"{name} must be valid Unicode text")
     for name in _URL_FIELDS:
         if not _is_http_url(body[name]):
@@ -116,13 +118,6 @@ def _is_weight(value: Any) -> bool:
     return abs(round(hundredths) - hundredths) < 1e-9
 
 
-def _is_unicode(value: str) -> bool:
-    """False for a string with a lone surrogate (JSON can carry one; UTF-8 cannot)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _is_http_url(value: str) -> bool:

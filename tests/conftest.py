@@ -29,6 +29,7 @@ from backbeat.devstack.processes import (
 from backbeat.devstack.processes import (
     wait_until as _wait_until,
 )
+from backbeat.simulator.ledger import max_in_window
 
 #: generous bound for every wait in integration tests (the machine is shared and noisy)
 WAIT_S = 90.0
@@ -287,16 +288,8 @@ def fleet(redis, sim, run_dir: Path) -> Iterator[Callable[..., Fleet]]:
         f.stop()
 
 
-def calls_per_window(calls: list[dict[str, Any]], window_s: float) -> int:
-    """The most provider create calls (any answer) in any ``window_s`` window, exactly."""
-    times, best, lo = sorted(c["t"] for c in calls), 0, 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= window_s:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
-
-
 @pytest.fixture
 def window_count() -> Callable[[list[dict[str, Any]], float], int]:
-    return calls_per_window
+    """The most provider create calls (any answer) in any ``window_s`` window, exactly: the
+    simulator's own counter (simulator/ledger.py), over the calls' arrival times."""
+    return lambda calls, window_s: max_in_window([c["t"] for c in calls], window_s)

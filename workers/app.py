@@ -1,16 +1,14 @@
-"""The Celery app: ``celery -A backbeat.workers.app worker`` / ``beat``."""
+"""The Celery app: ``celery -A backbeat.workers.app worker`` / ``beat`` / ``flower``.
+
+The app of celery_app.py, with this node's job leases, heartbeat and drain on warm shutdown
+connected to Celery's signals (workers/node.py).
+"""
 
 from __future__ import annotations
 
-from celery import Celery
-
-from ..config.celery import celery_config
-from ..config.settings import get_settings
 from . import node
+from .celery_app import app
 
-TASK_MODULES = ["backbeat.tasks.submit", "backbeat.tasks.reconcile", "backbeat.tasks.pump",
-                "backbeat.tasks.housekeeping"]
+__all__ = ["app"]
 
-app = Celery("backbeat", include=TASK_MODULES)
-app.config_from_object(celery_config(get_settings()))
-node.connect()  # job leases, the heartbeat and the drain on warm shutdown (workers/node.py)
+node.connect()

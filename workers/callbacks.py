@@ -1,12 +1,9 @@
-"""Provider stage callbacks: read leniently, adopt the upstream task, apply the transition.
+"""Provider stage callbacks applied to a job: adopt the upstream task, apply the transition.
 
 A callback reaches here only once its signature was checked (routes_ops.py), so it is answered
 200 whatever its shape: what cannot be used is logged and ignored, as a provider retrying a
-callback we cannot read gains nothing. The shapes accepted are those the providers' docs show:
-``task_id`` or ``taskId`` (in ``data``, or at the top level); ``callbackType`` in any case, with
-``failed``/``fail`` for ``error`` (api.box's spelling); ``code`` as a number or a numeric string,
-or missing (then ``callbackType`` decides); ``data.data`` a list, one object, ``[]``, null or
-missing; any extra field. A non-200 code is a failure, whatever the stage.
+callback we cannot read gains nothing. The shapes accepted, and how they are read, are in
+provider/callbacks.py; what each stage means for a job, in provider/answers.py.
 
 Ownership: the job's upstream task is the first one a transition records (``upstream_task_id``);
 a callback of another task never moves the job (it is recorded in ``duplicate_task_ids``), nor
@@ -32,107 +29,23 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..provider import answers as upstream
+from ..provider.callbacks import read_callback
 from .reconcile import next_poll_delay_ms
 from .regeneration import apply_reported
 from .runtime import Runtime
-from .states import RANK, JobState
+from .states import RANK, STAGE_STATE, JobState
 from .store import Job
 
 log = logging.getLogger(__name__)
 
-#: ``callbackType`` spellings (lower case) -> the stage they mean
-CALLBACK_TYPES = {
-    "text": "text",
-    "first": "first",
-    "complete": "complete",
-    "completed": "complete",
-    "error": "error",
-    "failed": "error",
-    "fail": "error",
-    "failure": "error",
-}
-#: longest task id taken from a callback
-MAX_TASK_ID = 200
 #: times a callback is re-read and decided again (after adopting, or losing a race)
 ROUNDS = 5
 #: what _apply_once returns when the job just adopted the callback's task
 ADOPTED = "adopted"
-
-
-@dataclass(frozen=True)
-class Callback:
-    """What backbeat can use of one callback body; ``kind`` None means nothing."""
-
-    task_id: str | None
-    kind: str | None
-    code: int | None
-    msg: str
-    items: Any = None
-    problems: tuple[str, ...] = field(default=())
-
-    @property
-    def usable(self) -> bool:
-        return bool(self.task_id) and self.kind is not None
-
-    def body(self) -> dict[str, Any]:
-        """The canonical body ``upstream.from_callback`` reads."""
-        code: Any = self.code
-        if code is None:
-            code = "error" if self.kind == "error" else 200
-        return {"code": code, "msg": self.msg,
-                "data": {"callbackType": self.kind, "task_id": self.task_id,
-                         "data": None if self.kind == "error" else self.items}}
-
-
-def read_callback(payload: Any) -> Callback:
-    """Read a callback body in any of the providers' shapes; never raises."""
-    if not isinstance(payload, dict):
-        return Callback(None, None, None, "", problems=("body is not a JSON object",))
-    problems = []
-    data = payload.get("data")
-    if not isinstance(data, dict):
-        problems.append("no data object")
-        data = {}
-    task_id = None
-    for source in (data.get("task_id"), data.get("taskId"), payload.get("task_id"),
-                   payload.get("taskId")):
-        if isinstance(source, str | int) and not isinstance(source, bool) and str(source).strip():
-            task_id = str(source).strip()
-            break
-    if task_id is None:
-        problems.append("no task id")
-    elif len(task_id) > MAX_TASK_ID:
-        problems.append("task id too long")
-        task_id = None
-    code = _code(payload.get("code"))
-    if code is None and payload.get("code") is not None:
-        problems.append(f"code {payload.get('code')!r} unreadable")
-    raw_kind = data.get("callbackType", data.get("callback_type", payload.get("callbackType")))
-    kind = CALLBACK_TYPES.get(str(raw_kind).strip().lower()) if raw_kind is not None else None
-    if kind is None:
-        if code not in (None, 200):  # a failure code says enough on its own
-            kind = "error"
-        else:
-            problems.append(f"callbackType {raw_kind!r} unknown")
-    msg = payload.get("msg", payload.get("message"))
-    return Callback(task_id, kind, code, "" if msg is None else str(msg)[:500],
-                    data.get("data"), tuple(problems))
-
-
-def _code(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    return None
 
 
 @dataclass(frozen=True)
@@ -162,11 +75,10 @@ def apply_callback(rt: Runtime, job_id: str, payload: Any) -> CallbackResult:
     if not cb.usable:
         store.annotate(job_id, {"+callbacks_ignored": 1})
         return CallbackResult(False, job.state.value, note="ignored: " + "; ".join(cb.problems))
-    task_id, update = upstream.from_callback(cb.body(),
-                                             rt.settings.provider.track_retention_days)
+    update = upstream.from_callback(cb, rt.settings.provider.track_retention_days)
     adopted = False
     for _ in range(ROUNDS):
-        result = _apply_once(rt, job, task_id or "", update)
+        result = _apply_once(rt, job, cb.task_id or "", update)
         if isinstance(result, CallbackResult):
             return replace(result, applied=result.applied or adopted, adopted=adopted)
         adopted = adopted or result == ADOPTED
@@ -212,7 +124,8 @@ def _apply_once(rt: Runtime, job: Job, task_id: str,
                      task_id, state.value)
             return ADOPTED
         return None
-    if state.terminal or update.state is None or RANK[update.state] <= RANK[state]:
+    to = STAGE_STATE[update.stage] if update.stage is not None else None
+    if state.terminal or to is None or RANK[to] <= RANK[state]:
         # a repeat or an earlier stage: nothing moves, but its track fields are kept
         if update.fields.get("tracks"):
             store.complete_tracks(job.id, task_id, json.loads(update.fields["tracks"]))
@@ -220,12 +133,12 @@ def _apply_once(rt: Runtime, job: Job, task_id: str,
         return CallbackResult(False, state.value)
     fields = {**update.fields, "callbacks": "1", "+callbacks_received": 1}
     age_ms = store.now_ms() - job.int("created_at")
-    moved = apply_reported(rt, job, update.state, update.reason, fields,
+    moved = apply_reported(rt, job, to, update.reason, fields,
                            poll_delay_ms=next_poll_delay_ms(rt, age_ms, callbacks_seen=True))
     if not moved.applied:
         return None
     now = store.get(job.id)
-    return CallbackResult(True, now.state.value if now else update.state.value)
+    return CallbackResult(True, now.state.value if now else to.value)
 
 
-__all__ = ["Callback", "CallbackResult", "apply_callback", "read_callback"]
+__all__ = ["CallbackResult", "apply_callback"]

@@ -16,7 +16,7 @@ def celery_for(settings: Settings) -> Celery:
     route = (settings.broker_url, settings.key_prefix)
     env = get_settings()
     if route == (env.broker_url, env.key_prefix):
-        from .app import app
+        from .celery_app import app
 
         return app
     if route not in _apps:

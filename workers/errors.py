@@ -1,4 +1,9 @@
-"""Exceptions."""
+"""backbeat's exceptions: everything the Python client raises is one of these.
+
+``BackbeatError`` is the root; ``ValidationError`` (HTTP 422), ``JobNotFound`` (404),
+``Conflict`` (409: ``IdempotencyConflict``, ``InvalidTransition``), ``WaitTimeout`` and
+``Unavailable`` (Redis or the broker not answering; 503 over HTTP) derive from it.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +26,12 @@ class ValidationError(BackbeatError, marshmallow.ValidationError, ValueError):
         self.args = (f"invalid request: {messages}",)
 
 
-class IdempotencyConflict(BackbeatError):
+class Conflict(BackbeatError):
+    """Raised when a request clashes with what is already stored (HTTP 409): an idempotency key
+    reused with other parameters, or a move the job's state forbids."""
+
+
+class IdempotencyConflict(Conflict):
     """Raised when an idempotency key is reused with different parameters."""
 
     def __init__(self, key: str, job_id: str) -> None:
@@ -38,7 +48,7 @@ class JobNotFound(BackbeatError, LookupError):
         self.job_id = job_id
 
 
-class InvalidTransition(BackbeatError):
+class InvalidTransition(Conflict):
     """Raised when a caller asks for a move the state machine forbids (e.g. cancel after submit)."""
 
     def __init__(self, job_id: str, state: str, wanted: str) -> None:
@@ -55,3 +65,14 @@ class WaitTimeout(BackbeatError, TimeoutError):
         super().__init__(f"job {job_id} still {state} when the wait ended")
         self.job_id = job_id
         self.state = state
+
+
+class Unavailable(BackbeatError, ConnectionError):
+    """Raised when Redis (the job store, or the broker) cannot be reached or stops answering;
+    ``what`` names it ("Redis", "broker") and ``url`` is its URL with any password redacted."""
+
+    def __init__(self, what: str, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach {what} at {url}: {reason}")
+        self.what = what
+        self.url = url
+        self.reason = reason

@@ -9,16 +9,14 @@ import logging
 from dataclasses import dataclass
 
 from .dispatch import restore_message, send_submit
-from .keys import STATE_ORDER
+from .leases import CYCLE_LEASE_MS
 from .runtime import Runtime
-from .states import TERMINAL, JobState
+from .states import ORDER, TERMINAL, JobState
 
 log = logging.getLogger(__name__)
 
 #: entries handled per index per run
 BATCH = 500
-#: lease on claimed entries, in ms (another beat skips them meanwhile)
-LEASE_MS = 60_000
 
 
 @dataclass
@@ -47,7 +45,7 @@ def run(rt: Runtime) -> Report:
 def expire_overdue(rt: Runtime) -> int:
     """Jobs past their deadline become ``expired`` (whatever non-terminal state they are in)."""
     moved = 0
-    for job_id in rt.store.claim_due(rt.keys.deadline, BATCH, LEASE_MS):
+    for job_id in rt.store.claim_due(rt.keys.deadline, BATCH, CYCLE_LEASE_MS):
         result = rt.store.transition(job_id, JobState.EXPIRED, "deadline passed",
                                      fields={"error_code": "deadline",
                                              "error_message": "no result before the deadline"})
@@ -72,7 +70,7 @@ def resend_unsent(rt: Runtime) -> int:
     """Jobs whose producer crashed between the record and the message get their message. The
     entries are leased as they are read, so a second beat never sends a second message."""
     grace_ms = int(rt.settings.outbox_grace_s * 1000)
-    due = rt.store.claim_due(rt.keys.outbox, BATCH, LEASE_MS, min_age_ms=grace_ms)
+    due = rt.store.claim_due(rt.keys.outbox, BATCH, CYCLE_LEASE_MS, min_age_ms=grace_ms)
     resent = 0
     for job_id in due:
         job = rt.store.get(job_id)
@@ -122,7 +120,7 @@ def trim_indexes(rt: Runtime) -> int:
     cutoff = rt.store.now_ms() - rt.store.retention_ms
     pipe = rt.redis.pipeline(transaction=False)
     pipe.zremrangebyscore(rt.keys.jobs, "-inf", cutoff)
-    for name in STATE_ORDER:
-        if JobState(name) in TERMINAL:
-            pipe.zremrangebyscore(rt.keys.state(name), "-inf", cutoff)
+    for state in ORDER:
+        if state in TERMINAL:
+            pipe.zremrangebyscore(rt.keys.state(state), "-inf", cutoff)
     return sum(pipe.execute())

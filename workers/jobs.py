@@ -65,16 +65,16 @@ def cancel(rt: Runtime, job_id: str) -> Job:
 
 
 def retry(rt: Runtime, job_id: str) -> Job:
-    """Send a ``failed`` or ``expired`` job round again (a fresh retry budget, same record)."""
+    """Send a ``failed`` or ``expired`` job round again (a fresh retry budget, same record);
+    it is requeued and parked in one step, so the pump sends it."""
     job = get(rt, job_id)
     previous = job.previous_task_ids + ([job.upstream_task_id] if job.upstream_task_id else [])
     result = rt.store.transition(
-        job_id, JobState.QUEUED, "retried by caller", retry=True,
+        job_id, JobState.QUEUED, "retried by caller", retry=True, park_delay_ms=0,
         fields={"failures": 0, "+retries": 1, "-error_code": "", "-error_message": "",
                 "-uncertain": "", "-upstream_task_id": "", "-tracks": "", "-callbacks": "",
                 "previous_task_ids": ",".join(previous)},
     )
     if not result.applied:
         raise InvalidTransition(job_id, (result.before or job.state).value, "queued (retry)")
-    rt.store.park(job_id)  # the pump sends it: leased until a worker claims it (crash-safe)
     return get(rt, job_id)

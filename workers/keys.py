@@ -18,6 +18,7 @@ Job store (one hash per job, plus indexes; every index entry leaves when the job
     {p}:rescue-cursor       string ms up to which queued jobs were checked for a lost message
     {p}:pump-lease          string the one pump filling the queue now (a short redis-py lock)
     {p}:metrics:{name}      string counters (duplicate upstream tasks, ...)
+    {p}:dev-secret          string the secret every dev process shares when BACKBEAT_SECRET is unset
     {p}:celery:*            Celery's broker keys (kombu ``global_keyprefix``)
 Limiter (per provider account; every key of an account shares the hash tag ``{<acct>}``):
     {p}:lim:{<acct>}:<purpose>:log   zset grant id -> latest possible arrival in ms
@@ -28,11 +29,10 @@ from __future__ import annotations
 
 import hashlib
 
+from .states import ORDER
+
 #: how kombu's Redis transport names the list of a queue's priority step (``Channel.sep``)
 KOMBU_PRIORITY_SEP = "\x06\x16"
-#: the order of the per-state index keys passed to transition.lua (it holds the same list)
-STATE_ORDER = ("queued", "submitting", "submitted", "text_ready", "first_ready", "succeeded",
-               "failed", "expired", "cancelled")
 
 
 class Keys:
@@ -55,7 +55,7 @@ class Keys:
 
     @property
     def state_indexes(self) -> list[str]:
-        return [self.state(name) for name in STATE_ORDER]
+        return [self.state(name) for name in ORDER]
 
     @property
     def events(self) -> str:

@@ -39,6 +39,10 @@ TTL_S = 20.0
 FALLBACK_MS = 120_000
 #: expired leases examined per sweep
 BATCH = 200
+#: how long a beat cycle (reconcile, webhooks, housekeeping) may start work on the entries it
+#: claimed from a schedule, in ms: each claim leases them for this (plus the longest one piece
+#: of work can take), so a second beat never takes the same entry while the first may act on it
+CYCLE_LEASE_MS = 60_000
 
 
 @dataclass(frozen=True)

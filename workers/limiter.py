@@ -1,6 +1,6 @@
 """The cluster-wide adaptive limiter: one polite client made of many workers on many machines.
 
-Per provider account, in Redis, changed only in Lua on the Redis clock (DESIGN.md section 4):
+Per provider account, in Redis, changed only in Lua on the Redis clock (docs/DESIGN.md section 4):
 
 - an exact sliding window per purpose (``submit``, ``poll``): never more than N calls in ANY
   W-second window, whatever the number of processes (a log of the last N grant times);
@@ -64,6 +64,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, NamedTuple, TypeVar
 
 from redis import Redis
@@ -85,8 +86,63 @@ MIN_MARGIN_MS = 20
 MARGIN_SHARE = 0.005
 #: random extra sleep after a refusal, in ms, so waiters do not wake in lockstep
 WAKE_JITTER_MS = 5
+
+
+class Kind(StrEnum):
+    """How acquire.lua answered: a grant of some kind, or the reason for a refusal."""
+
+    #: granted: a normal call
+    OK = "ok"
+    #: granted: the one call that tests an open breaker (half-open)
+    PROBE = "probe"
+    #: granted: the one call that tests an automatic pause (credits, key, path)
+    PAUSE_PROBE = "pause_probe"
+    #: refused: the account is paused (manual, credits, unauthorized, not_found)
+    PAUSED = "paused"
+    #: refused: the 455 breaker is open, or its probe is out
+    BREAKER = "breaker"
+    #: refused: a throttle's cool-down runs
+    COOLDOWN = "cooldown"
+    #: refused: the window is full until the N-th newest call is a window old
+    WINDOW = "window"
+    #: refused: the limiter state was lost or moved; no grant for one window
+    FENCE = "fence"
+
+
+class Signal(StrEnum):
+    """What a provider answer tells report.lua about the account."""
+
+    UP = "up"
+    THROTTLED = "throttled"
+    MAINTENANCE = "maintenance"
+    PAUSED = "paused"
+    DOWN = "down"
+    #: a grant given back: its call was never made
+    UNUSED = "unused"
+
+
+class Effect(StrEnum):
+    """What report.lua did to the account's shared state."""
+
+    NONE = "none"
+    #: the factor grew back toward 1 (additive increase)
+    RAISED = "raised"
+    #: a probe succeeded: the breaker closed
+    CLOSED = "closed"
+    #: a pause probe succeeded: submissions resumed
+    RESUMED = "resumed"
+    #: a throttle started a cool-down without cutting (already cut for this window)
+    COOLDOWN = "cooldown"
+    #: a throttle cut the factor (multiplicative decrease) and started a cool-down
+    CUT = "cut"
+    #: 455: the breaker opened
+    OPENED = "opened"
+    #: credits, key or path: the account paused with an automatic probe
+    PAUSED = "paused"
+
+
 #: refusals that never end by themselves within a short sleep: the caller should park the job
-GATED = frozenset({"paused", "breaker"})
+GATED = frozenset({Kind.PAUSED, Kind.BREAKER})
 
 #: (Redis address, account state key) -> run_id of the instance this process last decided or
 #: learned the account's fence on: one that saw another instance where the state is now empty
@@ -96,10 +152,10 @@ _SEEN: dict[tuple[Any, ...], str] = {}
 FENCE_ROUNDS = 3
 
 _SIGNALS = {
-    Outcome.ACCEPTED: "up", Outcome.REJECTED: "up", Outcome.THROTTLED: "throttled",
-    Outcome.MAINTENANCE: "maintenance", Outcome.CREDITS: "paused",
-    Outcome.UNAUTHORIZED: "paused", Outcome.NOT_FOUND: "paused", Outcome.TRANSIENT: "down",
-    Outcome.UNCERTAIN: "down",
+    Outcome.ACCEPTED: Signal.UP, Outcome.REJECTED: Signal.UP, Outcome.THROTTLED: Signal.THROTTLED,
+    Outcome.MAINTENANCE: Signal.MAINTENANCE, Outcome.CREDITS: Signal.PAUSED,
+    Outcome.UNAUTHORIZED: Signal.PAUSED, Outcome.NOT_FOUND: Signal.PAUSED,
+    Outcome.TRANSIENT: Signal.DOWN, Outcome.UNCERTAIN: Signal.DOWN,
 }
 
 
@@ -110,9 +166,8 @@ class Grant(NamedTuple):
     wait_s: float = 0.0
     #: the Redis server time of the answer, in ms
     at_ms: int = 0
-    #: "ok" | "probe" | "pause_probe" when granted; "paused" | "breaker" | "cooldown" | "window"
-    #: | "fence" (after lost state, see the module's docstring) when refused
-    kind: str = "ok"
+    #: ok, probe or pause_probe when granted; why not when refused (see Kind)
+    kind: Kind = Kind.OK
     #: identifies the grant in the log, so ``report`` can record when the call was answered
     grant_id: str = ""
 
@@ -146,6 +201,23 @@ class Policy:
             probe_lease_ms=call_bound_ms,
             flight_ms=call_bound_ms,
         )
+
+
+class Gate(NamedTuple):
+    """The account's gates as the pump reads them (two commands, whatever the backlog)."""
+
+    #: paused or breaker open, and no probe due: nothing may be sent
+    closed: bool
+    #: a pause or breaker probe is due: one call may go
+    probe_due: bool
+    #: the bucket's effective limit now (see effective_limit)
+    effective_limit: int
+
+
+def effective_limit(limit: int, factor: float) -> int:
+    """How many calls a window may hold now: floor(limit * factor), at least 1 (the AIMD
+    factor, report.lua). acquire.lua uses the same rule (lua/_effective.lua)."""
+    return max(1, int(limit * factor + 1e-9))
 
 
 def default_margin_ms(window_ms: int) -> int:
@@ -204,8 +276,8 @@ class Limiter:
             reply = self._decide_then_acquire(grant_id)
         granted, wait_ms, now_ms, kind = reply.split("|")
         if granted == "1":
-            return Grant(True, 0.0, int(now_ms), kind, grant_id)
-        return Grant(False, int(float(wait_ms)) / 1000, int(now_ms), kind)
+            return Grant(True, 0.0, int(now_ms), Kind(kind), grant_id)
+        return Grant(False, int(float(wait_ms)) / 1000, int(now_ms), Kind(kind))
 
     def _for_instance(self, run_id: str) -> tuple[str, tuple[Any, ...]]:
         """acquire.lua's text for the instance ``run_id`` (its first line names it, so its
@@ -261,28 +333,28 @@ class Limiter:
         waited = 0.0
         while True:
             grant = self.try_acquire()
-            if grant.granted or grant.kind == "paused" or waited + grant.wait_s > max_wait_s:
+            if grant.granted or grant.kind is Kind.PAUSED or waited + grant.wait_s > max_wait_s:
                 return grant
             nap = grant.wait_s + random.uniform(0, WAKE_JITTER_MS) / 1000
             sleep(nap)
             waited += nap
 
     def report(self, outcome: Outcome, grant: Grant | None = None,
-               retry_after_s: float | None = None) -> str:
-        """Feed one provider answer back; returns the effect (``cut``, ``opened``, ...)."""
-        kind, grant_id = (grant.kind, grant.grant_id) if grant else ("ok", "")
+               retry_after_s: float | None = None) -> Effect:
+        """Feed one provider answer back; returns what it did to the account's state."""
+        kind, grant_id = (grant.kind, grant.grant_id) if grant else (Kind.OK, "")
         p = self.policy
         signal = _SIGNALS[outcome]
-        if signal == "throttled":
+        if signal is Signal.THROTTLED:
             jitter_ms = random.uniform(0, 0.2 * max(p.cooldown_ms, (retry_after_s or 0) * 1000))
-        elif signal == "maintenance":
+        elif signal is Signal.MAINTENANCE:
             jitter_ms = random.uniform(0, 0.2 * p.breaker_base_ms)
         else:
             jitter_ms = random.uniform(0, 0.1 * p.pause_probe_ms)
         return self._run_report(signal, kind, grant_id, int((retry_after_s or 0) * 1000),
                                 int(jitter_ms), outcome.value)
 
-    def call(self, grant: Grant | None, send: Callable[..., A], *args: Any) -> tuple[A, str]:
+    def call(self, grant: Grant | None, send: Callable[..., A], *args: Any) -> tuple[A, Effect]:
         """Make the granted call ``send(*args)`` and report its answer (anything with
         ``outcome`` and ``retry_after_s``); returns (answer, effect). A call that raised has no
         answer: it is reported as uncertain, so it counts as answered now."""
@@ -293,20 +365,20 @@ class Limiter:
             raise
         return answer, self.report(answer.outcome, grant, answer.retry_after_s)
 
-    def _run_report(self, signal: str, kind: str, grant_id: str, retry_after_ms: int,
-                    jitter_ms: int, pause_reason: str) -> str:
+    def _run_report(self, signal: Signal, kind: Kind, grant_id: str, retry_after_ms: int,
+                    jitter_ms: int, pause_reason: str) -> Effect:
         p = self.policy
-        return self._report(
+        return Effect(self._report(
             keys=[self.state_key, self.log_key],
             args=[self.purpose, signal, kind, self.rate.limit, p.beta, 1 / self.rate.limit,
                   p.cooldown_ms, retry_after_ms, jitter_ms, p.breaker_base_ms,
                   p.breaker_cap_ms, pause_reason, p.pause_probe_ms, grant_id],
-        )
+        ))
 
     def release(self, grant: Grant | None) -> None:
         """Give back a grant whose call was never made (the job was taken elsewhere)."""
         if grant is not None and grant.granted:
-            self._run_report("unused", grant.kind, grant.grant_id, 0, 0, "")
+            self._run_report(Signal.UNUSED, grant.kind, grant.grant_id, 0, 0, "")
 
     def pause(self, reason: str = "manual") -> None:
         """Stop submissions fleet-wide until ``resume()`` (no automatic probe)."""
@@ -319,12 +391,28 @@ class Limiter:
             "pause": "", "pause:auto": "", "pause:probe_until": 0,
             "pause:resumed_at": int(time.time() * 1000)})
 
+    def gate(self, now_ms: int) -> Gate:
+        """The pause, the breaker and the effective limit at ``now_ms`` (one HMGET)."""
+        (pause, auto, probe_at, breaker, breaker_until, factor) = self.redis.hmget(
+            self.state_key, "pause", "pause:auto", "pause:probe_at", "breaker", "breaker:until",
+            f"{self.purpose}:factor")
+        probe_due = False
+        if pause:
+            if auto != "1" or now_ms < int(probe_at or 0):
+                return Gate(True, False, 0)
+            probe_due = True
+        if breaker == "open":
+            if now_ms < int(breaker_until or 0):
+                return Gate(True, False, 0)
+            probe_due = True
+        return Gate(False, probe_due, effective_limit(self.rate.limit, float(factor or 1)))
+
     def state(self) -> dict[str, Any]:
         """What operators see: effective rate, tokens left, cool-down, breaker, pause."""
         raw = self.redis.hgetall(self.state_key)
         now_ms = server_ms(self.redis)
         factor = float(raw.get(f"{self.purpose}:factor") or 1)
-        eff = max(1, int(self.rate.limit * factor + 1e-9))
+        eff = effective_limit(self.rate.limit, factor)
         used = self.redis.zcount(self.log_key, now_ms - self.window_ms + 1, "+inf")
         in_flight = self.redis.zcount(self.log_key, f"({now_ms}", "+inf")  # not answered yet
         cool = int(raw.get(f"{self.purpose}:cooldown_until") or 0)

@@ -60,22 +60,9 @@ def wake_lease_ms(settings: Settings) -> int:
 def wake_budget(rt: Runtime) -> int:
     """0 while gated; 1 when a probe is due; else the effective limit less the jobs already
     at the front of the line (woken earlier and not taken yet)."""
-    lim = rt.submit_limiter
-    now_ms = rt.store.now_ms()
-    (pause, auto, probe_at, breaker, breaker_until, factor) = rt.redis.hmget(
-        lim.state_key, "pause", "pause:auto", "pause:probe_at", "breaker", "breaker:until",
-        "submit:factor")
-    probe_due = False
-    if pause:
-        if auto != "1" or now_ms < int(probe_at or 0):
-            return 0
-        probe_due = True
-    if breaker == "open":
-        if now_ms < int(breaker_until or 0):
-            return 0
-        probe_due = True
-    if probe_due:
+    gate = rt.submit_limiter.gate(rt.store.now_ms())
+    if gate.closed:
+        return 0
+    if gate.probe_due:
         return 1
-    effective = max(1, int(lim.rate.limit * float(factor or 1) + 1e-9))
-    waiting = rt.redis.llen(rt.keys.submit_queue)
-    return max(0, effective - waiting)
+    return max(0, gate.effective_limit - rt.redis.llen(rt.keys.submit_queue))

@@ -1,8 +1,8 @@
-"""Reconciliation: poll due upstream tasks and settle uncertain submissions (DESIGN.md section 6).
+"""Reconciliation: poll due upstream tasks, settle uncertain submissions (docs/DESIGN.md section 6).
 
 A cycle costs O(due jobs): due members are leased from the ``poll`` zset in one script call, so
 two beats (or a beat restarted mid-cycle) never poll one job twice. A cycle starts polls only for
-LEASE_MS after its claim and the lease also covers the longest one poll can take, so no poll
+CYCLE_LEASE_MS after its claim and the lease also covers the longest one poll can take, so no poll
 outlives its lease however slow the provider: what a cycle cannot start in time it hands back.
 """
 
@@ -14,18 +14,16 @@ from dataclasses import dataclass, field
 
 from ..provider import answers as upstream
 from ..provider.profiles import Outcome
+from .leases import CYCLE_LEASE_MS
 from .limiter import Grant
 from .regeneration import apply_reported
 from .runtime import Runtime
-from .states import IN_FLIGHT, JobState
+from .states import IN_FLIGHT, STAGE_STATE, JobState
 
 log = logging.getLogger(__name__)
 
 #: most jobs one cycle claims
 CYCLE_LIMIT = 200
-#: how long a cycle starts polls on the jobs it claimed, in ms; their lease (how long they stay
-#: invisible to other reconcilers) is this plus the longest one poll can take
-LEASE_MS = 60_000
 #: longest a cycle waits for one poll token before ending early, in seconds
 POLL_TOKEN_WAIT_S = 2.0
 #: allowance for the Redis round trips of one poll (lease margin), in ms
@@ -59,8 +57,8 @@ def run_cycle(rt: Runtime, limit: int = CYCLE_LIMIT) -> CycleReport:
     uncertain ones."""
     report = CycleReport()
     settle_uncertain(rt, report, limit)
-    until = time.monotonic() + LEASE_MS / 1000  # read before the claim: errs on the safe side
-    ids = rt.store.claim_due(rt.keys.poll, limit, LEASE_MS + longest_poll_ms(rt))
+    until = time.monotonic() + CYCLE_LEASE_MS / 1000  # read before the claim: errs on the safe side
+    ids = rt.store.claim_due(rt.keys.poll, limit, CYCLE_LEASE_MS + longest_poll_ms(rt))
     report.claimed = len(ids)
     for index, job_id in enumerate(ids):
         if time.monotonic() >= until:  # a poll started now could outlive the lease
@@ -123,11 +121,11 @@ def poll_one(rt: Runtime, job_id: str, report: CycleReport, grant: Grant | None 
         return
     if job.int("poll_refusals"):
         store.annotate(job_id, {"poll_refusals": 0})
-    update = upstream.from_record(answer.data)
-    if update.state is not None:
+    update = upstream.from_record(answer.data, rt.settings.provider.track_retention_days)
+    if update.stage is not None:
         # only on the state read before the call: a callback (or a resubmission) that moved
         # the job meanwhile wins, and the job is simply polled again
-        result = apply_reported(rt, job, update.state, update.reason, update.fields,
+        result = apply_reported(rt, job, STAGE_STATE[update.stage], update.reason, update.fields,
                                 poll_delay_ms=delay_ms)
         report.moved += int(result.applied)
         if result.applied:
@@ -137,7 +135,7 @@ def poll_one(rt: Runtime, job_id: str, report: CycleReport, grant: Grant | None 
 
 def settle_uncertain(rt: Runtime, report: CycleReport, limit: int) -> list[str]:
     """Jobs whose uncertain grace ended without a callback: resubmit or fail (policy)."""
-    ids = rt.store.claim_due(rt.keys.uncertain, limit, LEASE_MS)
+    ids = rt.store.claim_due(rt.keys.uncertain, limit, CYCLE_LEASE_MS)
     requeued = []
     for job_id in ids:
         job = rt.store.get(job_id)
@@ -154,12 +152,10 @@ def settle_uncertain(rt: Runtime, report: CycleReport, limit: int) -> list[str]:
             moved = rt.store.transition(job_id, JobState.QUEUED,
                                         "uncertain submission not adopted: resubmitting",
                                         require_from=JobState.SUBMITTING, require_attempt=attempt,
-                                        fields={"+resubmits": 1})
-            if moved.applied:
+                                        park_delay_ms=0, fields={"+resubmits": 1})
+            if moved.applied:  # and parked in the same step: the pump sends it
                 requeued.append(job_id)
         report.uncertain_settled += 1
-    for job_id in requeued:  # parked, so the pump sends it (crash-safe: leased until claimed)
-        rt.store.park(job_id)
     if ids:
         log.info("settled %d uncertain submissions (%d requeued)", len(ids), len(requeued))
     return requeued

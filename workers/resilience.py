@@ -1,4 +1,4 @@
-"""Riding out a Redis restart inside a task instead of losing the delivery."""
+"""Waiting well: the one backoff rule, and riding out a Redis restart inside a task."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from redis.exceptions import BusyLoadingError, ConnectionError, ReadOnlyError, TimeoutError
@@ -13,6 +14,21 @@ from redis.exceptions import BusyLoadingError, ConnectionError, ReadOnlyError, T
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter: wait n draws from [0, min(cap, base * 2**n)]."""
+
+    base_s: float
+    cap_s: float
+
+    def delay_s(self, n: int) -> float:
+        return random.uniform(0, min(self.cap_s, self.base_s * 2 ** n))
+
+
+#: between tries of a task step while Redis is unreachable (seconds)
+REDIS_BACKOFF = Backoff(0.2, 5.0)
 
 #: Redis errors that mean "not reachable right now", not "this command is wrong"
 TRANSIENT_REDIS = (ConnectionError, TimeoutError, BusyLoadingError, ReadOnlyError)
@@ -25,13 +41,14 @@ def through_redis_outages(fn: Callable[[], T], budget_s: float) -> T:
 
     Warning: after the budget the last error is raised (Celery then leaves the message to the
     broker's redelivery if it cannot ack either)."""
-    deadline, delay = time.monotonic() + budget_s, 0.2
+    deadline, tries = time.monotonic() + budget_s, 0
     while True:
         try:
             return fn()
         except TRANSIENT_REDIS as exc:
+            delay = REDIS_BACKOFF.delay_s(tries)
+            tries += 1
             if time.monotonic() + delay > deadline:
                 raise
             log.warning("Redis unreachable (%s); retrying in %.1f s", type(exc).__name__, delay)
-            time.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, 5.0)
+            time.sleep(delay)

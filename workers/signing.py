@@ -1,4 +1,9 @@
-"""HMAC signatures for callback URLs (and, later, outgoing webhooks)."""
+"""Every HMAC signature backbeat makes or checks, each HMAC-SHA256:
+
+- callback URLs: ``?sig=`` names the job the provider calls back for (``sign``, ``verify``);
+- kie's optional callback signing, ``X-Webhook-Signature`` (``verify_provider_signature``);
+- outgoing webhooks, ``X-Backbeat-Signature`` (``sign_webhook``, used by webhooks.py).
+"""
 
 from __future__ import annotations
 
@@ -15,10 +20,13 @@ from ..config.settings import Secret, Settings
 from .keys import Keys
 
 
+def _mac(key: Secret, message: bytes) -> hmac.HMAC:
+    return hmac.new(key.reveal().encode(), message, hashlib.sha256)
+
+
 def sign(secret: Secret, job_id: str) -> str:
     """The URL-safe signature that authorises callbacks for ``job_id``."""
-    mac = hmac.new(secret.reveal().encode(), f"callback:{job_id}".encode(), hashlib.sha256)
-    return mac.hexdigest()[:40]
+    return _mac(secret, f"callback:{job_id}".encode()).hexdigest()[:40]
 
 
 def verify(secret: Secret, job_id: str, signature: str | None) -> bool:
@@ -42,8 +50,14 @@ def verify_provider_signature(key: Secret, payload: object, timestamp: str | Non
         return False
     if not isinstance(task_id, str) or age > max_age_s:
         return False
-    mac = hmac.new(key.reveal().encode(), f"{task_id}.{timestamp}".encode(), hashlib.sha256)
+    mac = _mac(key, f"{task_id}.{timestamp}".encode())
     return hmac.compare_digest(base64.b64encode(mac.digest()), signature.strip().encode())
+
+
+def sign_webhook(secret: Secret, body: bytes, timestamp: int) -> str:
+    """The ``X-Backbeat-Signature`` header value for a webhook ``body`` sent at ``timestamp``:
+    ``t=<timestamp>,v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>``."""
+    return f"t={timestamp},v1={_mac(secret, f'{timestamp}.'.encode() + body).hexdigest()}"
 
 
 def callback_url(settings: Settings, secret: Secret, job_id: str) -> str:

@@ -5,109 +5,27 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
 from redis.exceptions import WatchError
 
+from ..config.settings import DEFAULT_DEADLINE_MS, DEFAULT_RETENTION_MS
 from ..provider import tracks as track_parsing
 from . import scripts
 from .errors import IdempotencyConflict
+from .job import Job
 from .keys import Keys
 from .redis_conn import server_ms
-from .states import JobState
+from .states import JobState, Mode
 
 #: approximate cap of the events stream (XADD MAXLEN ~)
 EVENTS_MAXLEN = 100_000
-#: how long an idempotency key keeps naming its job, in ms (the providers keep files 14 days)
-DEFAULT_RETENTION_MS = 14 * 24 * 3600 * 1000
-#: a job not finished this long after creation expires, in ms (per type in settings)
-DEFAULT_DEADLINE_MS = 6 * 3600 * 1000
 #: the metric counting second upstream tasks seen for one job (keys.metric)
 DUPLICATES = "duplicate_upstream_tasks"
 #: a listing reads at most this many pages of its index to fill one filtered page
 SCAN_PAGES = 5
-
-
-@dataclass(frozen=True)
-class Job:
-    """One job record as read from Redis; ``to_public()`` is what callers see."""
-
-    id: str
-    type: str
-    state: JobState
-    params: dict[str, Any]
-    raw: dict[str, str] = field(repr=False)
-
-    @classmethod
-    def from_hash(cls, h: dict[str, str]) -> Job:
-        return cls(
-            id=h["id"],
-            type=h.get("type", ""),
-            state=JobState(h["state"]),
-            params=json.loads(h.get("params") or "{}"),
-            raw=h,
-        )
-
-    def get(self, name: str, default: str = "") -> str:
-        return self.raw.get(name, default)
-
-    def int(self, name: str) -> int:
-        return int(self.raw.get(name) or 0)
-
-    @property
-    def upstream_task_id(self) -> str | None:
-        return self.raw.get("upstream_task_id") or None
-
-    @property
-    def previous_task_ids(self) -> list[str]:
-        """Upstream tasks of earlier rounds (before each caller retry), oldest first; stored
-        comma-joined in ``previous_task_ids``."""
-        return [t for t in (self.raw.get("previous_task_ids") or "").split(",") if t]
-
-    @property
-    def tracks(self) -> list[dict[str, Any]]:
-        return json.loads(self.raw.get("tracks") or "[]")
-
-    def to_public(self) -> dict[str, Any]:
-        error = None
-        if self.raw.get("error_code") or self.raw.get("error_message"):
-            code = self.raw.get("error_code") or None
-            error = {"code": int(code) if code and code.lstrip("-").isdigit() else code,
-                     "message": self.raw.get("error_message", "")}
-        timestamps = {
-            name[: -len("_at")]: _iso(value)
-            for name, value in self.raw.items()
-            if name.endswith("_at") and value
-            and name not in ("created_at", "updated_at", "deadline_at")
-        }
-        notify = None
-        if self.raw.get("notify_url"):
-            notify = {"url": self.raw["notify_url"],
-                      "state": self.raw.get("notify_state") or "waiting",
-                      "attempts": self.int("notify_attempts"),
-                      "error": self.raw.get("notify_error") or None}
-        return {
-            "id": self.id,
-            "type": self.type,
-            "state": self.state.value,
-            "params": self.params,
-            "upstream_task_id": self.upstream_task_id,
-            "attempts": self.int("attempts"),
-            "tracks": self.tracks,
-            "error": error,
-            "idempotency_key": self.raw.get("idempotency_key") or None,
-            "priority": self.int("priority"),
-            "retries": self.int("retries"),
-            "notify": notify,
-            "deadline_at": _iso(self.raw.get("deadline_at")),
-            "duplicate_task_ids": [t for t in self.raw.get("dup_task_ids", "").split(",") if t],
-            "created_at": _iso(self.raw.get("created_at")),
-            "updated_at": _iso(self.raw.get("updated_at")),
-            "timestamps": timestamps,
-        }
 
 
 @dataclass(frozen=True)
@@ -192,10 +110,16 @@ class JobStore:
         fields: dict[str, Any] | None = None,
         retry: bool = False,
         resubmit: bool = False,
+        park_delay_ms: int | None = None,
     ) -> Transition:
         """Apply one move if the state machine allows it; see transition.lua for the rules.
         ``retry=True`` is the one way out of ``failed``/``expired`` (back to ``queued``);
-        ``resubmit=True`` takes a job whose task failed retryably back to ``queued``, parked."""
+        ``resubmit=True`` takes a job whose task failed retryably back to ``queued``, parked.
+        ``park_delay_ms``: a job moved to ``queued`` is parked for the pump, due in that many
+        ms, in the same script call (requeue and park are one step: nothing strands a job)."""
+        mode = Mode.RETRY if retry else Mode.RESUBMIT if resubmit else Mode.FORWARD
+        if resubmit and park_delay_ms is None:
+            park_delay_ms = 0
         if fields and "tracks" in fields:
             fields = {**fields, "tracks": self._merged_tracks(job_id, fields["tracks"])}
         flat = [str(x) for kv in (fields or {}).items() for x in kv]
@@ -206,7 +130,8 @@ class JobStore:
             args=[job_id, to.value, reason, require_from.value if require_from else "",
                   require_attempt or "", "" if poll_delay_ms is None else int(poll_delay_ms),
                   self.retention_ms, EVENTS_MAXLEN,
-                  "retry" if retry else "resubmit" if resubmit else "", *flat],
+                  mode.value, "" if park_delay_ms is None else max(0, int(park_delay_ms)),
+                  *flat],
         )
         return Transition(applied == 1, JobState(before) if before else None)
 
@@ -361,9 +286,3 @@ def _decode_cursor(cursor: str | None) -> tuple[float | str, str | None]:
         return float(int(score)), member
     except (ValueError, UnicodeDecodeError) as err:
         raise ValueError("malformed cursor") from err
-
-
-def _iso(ms: str | None) -> str | None:
-    if not ms:
-        return None
-    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC).isoformat(timespec="milliseconds")

@@ -1,4 +1,4 @@
-"""Submitting one job: token, intent, provider call, outcome (DESIGN.md sections 3-5).
+"""Submitting one job: token, intent, provider call, outcome (docs/DESIGN.md sections 3-5).
 
 ``submit_job`` never raises for an expected provider answer. Short waits (a token a few seconds
 away, a throttle cool-down) are slept inline; long ones (breaker open, account paused, backoff
@@ -9,7 +9,6 @@ countdown ever outlives the visibility timeout.
 from __future__ import annotations
 
 import logging
-import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,8 +17,9 @@ from ..provider.client import Answer
 from ..provider.profiles import Outcome
 from . import node
 from .dispatch import send_submit
-from .limiter import GATED
+from .limiter import GATED, Effect
 from .pump import wake_lease_ms
+from .resilience import Backoff
 from .runtime import Runtime
 from .signing import callback_url
 from .states import JobState
@@ -33,8 +33,7 @@ MAX_INLINE_WAIT_S = 30.0
 #: than a quarter of the visibility timeout)
 MAX_HOLD_S = 120.0
 #: backoff for transient errors: full jitter over base * 2**n, capped (seconds)
-BACKOFF_BASE_S = 1.0
-BACKOFF_CAP_S = 60.0
+BACKOFF = Backoff(base_s=1.0, cap_s=60.0)
 
 
 @dataclass(frozen=True)
@@ -74,9 +73,9 @@ def submit_job(rt: Runtime, job_id: str) -> Step:
         if not claim.applied:
             limiter.release(grant)
             return Step(f"claimed elsewhere ({claim.before.value if claim.before else 'gone'})")
-        body = {**job.params, "callBackUrl": callback_url(rt.settings, rt.secret, job_id)}
-        answer, effect = limiter.call(grant, rt.provider.create, job.type, body)
-        if effect not in ("none", "raised"):
+        answer, effect = limiter.call(grant, rt.provider.create, job.type, job.params,
+                                      callback_url(rt.settings, rt.secret, job_id))
+        if effect not in (Effect.NONE, Effect.RAISED):
             log.warning("limiter: %s after %s (code %s)", effect, answer.outcome.value, answer.code)
         step = record_answer(rt, job_id, attempt_id, answer)
         if step is not None:
@@ -130,8 +129,7 @@ def record_answer(rt: Runtime, job_id: str, attempt_id: str, answer: Answer) -> 
             log.error("provider answered %s (invalid request method or path): check "
                       "BACKBEAT_API_BASE_URL and BACKBEAT_PROVIDER; submissions are paused",
                       answer.code)
-        _requeue(rt, job_id, attempt_id, answer, outcome.value, {})
-        store.park(job_id)
+        _requeue(rt, job_id, attempt_id, answer, outcome.value, {}, park_delay_ms=0)
         return Step(f"{outcome.value}: parked")
     # transient: bounded retries with exponential backoff and full jitter
     job = store.get(job_id)
@@ -141,16 +139,17 @@ def record_answer(rt: Runtime, job_id: str, attempt_id: str, answer: Answer) -> 
                          require_attempt=attempt_id,
                          fields={**_error(answer), "failures": failures})
         return Step("transient errors exhausted")
-    _requeue(rt, job_id, attempt_id, answer, "transient", {"+failures": 1})
-    delay_s = random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** failures))
-    store.park(job_id, int(delay_s * 1000))
+    delay_s = BACKOFF.delay_s(failures)
+    _requeue(rt, job_id, attempt_id, answer, "transient", {"+failures": 1},
+             park_delay_ms=int(delay_s * 1000))
     return Step(f"transient error: retry in {delay_s:.1f} s")
 
 
 def _requeue(rt: Runtime, job_id: str, attempt_id: str, answer: Answer, reason: str,
-             extra: dict) -> None:
+             extra: dict, park_delay_ms: int | None = None) -> None:
+    """Back to ``queued`` (and parked, when ``park_delay_ms`` is given) in one script call."""
     rt.store.transition(job_id, JobState.QUEUED, reason, require_from=JobState.SUBMITTING,
-                        require_attempt=attempt_id,
+                        require_attempt=attempt_id, park_delay_ms=park_delay_ms,
                         fields={"last_code": answer.code or "", "last_message": answer.message,
                                 **extra})
 

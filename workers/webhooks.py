@@ -13,18 +13,16 @@ reserved, unspecified, multicast, and IPv6 forms that embed such an IPv4 address
 each delivery checks again) and at every delivery, where the connection is also pinned to the
 address just checked (so DNS answering differently at connect time, "rebinding", is no way
 round). Redirects are never followed: a 3xx answer is a failed attempt.
-Due deliveries are leased as they are claimed; a cycle starts deliveries only for LEASE_MS and the
-lease also covers the longest one delivery can take, so two beats never deliver one twice.
+Due deliveries are leased as they are claimed; a cycle starts deliveries only for CYCLE_LEASE_MS
+and the lease also covers the longest one delivery can take, so two beats never deliver one
+twice.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import json
 import logging
-import random
 import re
 import socket
 import time
@@ -37,26 +35,20 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 
-from ..config.settings import Secret
+from .leases import CYCLE_LEASE_MS
+from .resilience import Backoff
 from .runtime import Runtime
+from .signing import sign_webhook
 
 log = logging.getLogger(__name__)
 
 #: deliveries claimed per cycle, and how long a cycle starts deliveries on them (ms); their
 #: lease is this plus the longest one delivery can take (longest_delivery_ms)
 BATCH = 50
-LEASE_MS = 60_000
 #: backoff between attempts: full jitter over base * 2**n, capped (seconds)
-BACKOFF_BASE_S = 2.0
-BACKOFF_CAP_S = 600.0
+BACKOFF = Backoff(base_s=2.0, cap_s=600.0)
 #: seconds to wait for a receiver: to connect, and then for each read of its answer
 TIMEOUT_S = 10.0
-
-
-def sign(secret: Secret, body: bytes, timestamp: int) -> str:
-    """The ``X-Backbeat-Signature`` header value for ``body`` sent at ``timestamp``."""
-    mac = hmac.new(secret.reveal().encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"t={timestamp},v1={mac.hexdigest()}"
 
 
 #: the refusal message for a target that is or resolves to a non-public address
@@ -205,9 +197,9 @@ def post(url: str, body: bytes, headers: dict[str, str], allow_private: bool):  
 
 def deliver_due(rt: Runtime) -> int:
     """Deliver the notifications that are due; returns how many were attempted. What the
-    cycle cannot start within LEASE_MS of its claim is handed back, due at once."""
-    until = time.monotonic() + LEASE_MS / 1000  # read before the claim: errs on the safe side
-    ids = rt.store.claim_due(rt.keys.notify, BATCH, LEASE_MS + longest_delivery_ms())
+    cycle cannot start within CYCLE_LEASE_MS of its claim is handed back, due at once."""
+    until = time.monotonic() + CYCLE_LEASE_MS / 1000  # read before the claim: errs on the safe side
+    ids = rt.store.claim_due(rt.keys.notify, BATCH, CYCLE_LEASE_MS + longest_delivery_ms())
     for index, job_id in enumerate(ids):
         if time.monotonic() >= until:  # a delivery started now could outlive the lease
             rt.store.hand_back(rt.keys.notify, ids[index:])
@@ -235,8 +227,8 @@ def deliver_one(rt: Runtime, job_id: str) -> bool:
     if error is None:
         try:
             resp = post(url, body, {"Content-Type": "application/json",
-                                    "X-Backbeat-Signature": sign(rt.secret, body,
-                                                                 int(time.time()))},
+                                    "X-Backbeat-Signature": sign_webhook(
+                                        rt.secret, body, int(time.time()))},
                         rt.settings.webhook_allow_private)
             error = None if 200 <= resp.status_code < 300 else f"HTTP {resp.status_code}"
         except requests.RequestException as exc:
@@ -253,7 +245,7 @@ def deliver_one(rt: Runtime, job_id: str) -> bool:
                     job_id, attempts, error)
         return False
     rt.redis.hset(key, mapping={"notify_state": "retrying", "notify_error": error})
-    delay_s = random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** attempts))
+    delay_s = BACKOFF.delay_s(attempts)
     rt.store.reschedule(rt.keys.notify, job_id, int(delay_s * 1000))
     return False
 

@@ -17,6 +17,7 @@ from common import Fleet, Log, Section, Stack, enqueue_backlog, per_window, tabl
 
 from backbeat.api.client import Client
 from backbeat.config.settings import Settings
+from backbeat.workers.runtime import Runtime
 
 GOAL = "<= 10% of create calls throttled when configured at 3x the real limit"
 TARGET = 0.10
@@ -37,7 +38,7 @@ def run_one(stack: Stack, idx: int, name: str, knobs: dict[str, str], limit: int
     env = stack.env(prefix, BACKBEAT_SUBMIT_RATE=f"{3 * limit}/{window_s:g}s",
                     BACKBEAT_SUBMIT_BURST="1", **knobs)
     client = Client(Settings.from_env(env))
-    lim = client.rt.submit_limiter
+    lim = Runtime(Settings.from_env(env)).submit_limiter
     effective: list[int] = []
     with Fleet(env, Path(stack.run_dir) / prefix, WORKERS, SLOTS):
         enqueue_backlog(client, limit * (windows + 3), prefix)

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from common import Fleet, Log, Section, Stack, table
 
-from backbeat.api.client import Client
 from backbeat.config.settings import Settings
+from backbeat.devstack.backlog import park_as_sent
+from backbeat.workers.runtime import Runtime
 
 GOAL = "a paused backlog of 100k jobs costs ~the same Redis commands/s and CPU time as none"
 PARKED = 100_000
@@ -50,30 +51,24 @@ def measure(stack: Stack, seconds: float) -> dict[str, dict[str, float]]:
     return rates
 
 
-def fill(client: Client, count: int) -> None:
+def fill(rt: Runtime, count: int) -> None:
     """``count`` jobs made through the store, their message sent and taken, then parked by a
     worker because the account is paused (out of the outbox, into the parked set)."""
-    rt = client.rt
 
     def make(start: int) -> None:
         ids = [rt.store.create(f"bp-{n}", "add-instrumental", {
             "uploadUrl": "https://example.com/v.mp3", "title": f"Paused {n}", "tags": "rock",
             "negativeTags": "metal"})[0].id for n in range(start, min(start + 1000, count))]
-        now_ms = rt.store.now_ms()
-        pipe = rt.redis.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.zrem(rt.keys.outbox, job_id)
-            pipe.zadd(rt.keys.parked, {job_id: now_ms})
-        pipe.execute()
+        park_as_sent(rt, ids)
 
     with ThreadPoolExecutor(MAKERS) as pool:
         list(pool.map(make, range(0, count, 1000)))
 
 
-def empty(stack: Stack, client: Client) -> None:
+def empty(stack: Stack, rt: Runtime) -> None:
     """Remove every job of the backlog: records, histories and every index (not the limiter's
     state, nor Celery's keys)."""
-    k = client.rt.keys
+    k = rt.keys
     pipe = stack.redis.pipeline(transaction=False)
     for pattern in (k.job("*"), k.hist("*"), k.idem("*")):
         for key in stack.redis.scan_iter(pattern, count=5000):
@@ -88,20 +83,20 @@ def run(stack: Stack, quick: bool, log: Log) -> Section:
     stack.clear_prefix(prefix)
     stack.sim.reset()
     env = stack.env(prefix, BACKBEAT_POLL_INTERVAL="2")
-    client = Client(Settings.from_env(env))
-    client.rt.submit_limiter.pause("bench")
-    parked = client.rt.keys.parked
+    rt = Runtime(Settings.from_env(env))
+    rt.submit_limiter.pause("bench")
+    parked = rt.keys.parked
     log(f"paused backlog: 2 workers x 2 slots + beat, poll interval 2 s, {rounds} rounds of "
         f"idle / loaded ({PARKED:,} parked jobs, real records), {seconds:g} s each")
     idle, loaded, checks = [], [], []
     with Fleet(env, Path(stack.run_dir) / prefix, 2, 2):
         time.sleep(4)  # the fleet's idle loop settles (first beats sent)
         for r in range(rounds):
-            empty(stack, client)
+            empty(stack, rt)
             time.sleep(1)
             idle.append(measure(stack, seconds))
             started = time.monotonic()
-            fill(client, PARKED)
+            fill(rt, PARKED)
             made_s = time.monotonic() - started
             time.sleep(1)
             loaded.append(measure(stack, seconds))
@@ -114,8 +109,8 @@ def run(stack: Stack, quick: bool, log: Log) -> Section:
                 f"{lo['calls']:.1f} cmd/s {lo['usec']:.0f} us/s (backlog made in {made_s:.0f} s);"
                 f" after it: parked {checks[-1][0]}, submit queue {checks[-1][1]}, provider "
                 f"calls {checks[-1][2]}")
-        state = client.rt.submit_limiter.state()["pause"]
-        empty(stack, client)
+        state = rt.submit_limiter.state()["pause"]
+        empty(stack, rt)
     stack.clear_prefix(prefix)
 
     def median(runs: list, name: str) -> float:

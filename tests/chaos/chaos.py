@@ -41,8 +41,9 @@ from backbeat.devstack.processes import (
     worker_argv,
 )
 from backbeat.simulator import SimConfig, SimServer
+from backbeat.workers.runtime import Runtime
+from backbeat.workers.states import TERMINAL
 
-TERMINAL = {"succeeded", "failed", "expired", "cancelled"}
 #: a job acknowledged this long before Redis was killed must survive (appendfsync everysec)
 FSYNC_BOUND_S = 1.5
 #: ``--profile fast``: the knobs turned for speed (every other run uses the shipped defaults)
@@ -223,12 +224,11 @@ class Chaos:
 
     def wait_fraction_terminal(self, fraction: float, bound_s: float) -> None:
         """Keep the faults on until most jobs are done (or ``bound_s`` passes)."""
-        client = Client(Settings.from_env(self.env))
+        redis = Runtime(Settings.from_env(self.env)).redis
         deadline = time.monotonic() + bound_s
         while time.monotonic() < deadline:
             try:
-                done = client.rt.redis.zcard("chaos:state:succeeded") + client.rt.redis.zcard(
-                    "chaos:state:failed")
+                done = redis.zcard("chaos:state:succeeded") + redis.zcard("chaos:state:failed")
             except Exception:  # noqa: BLE001 - Redis restarting
                 done = 0
             if done >= fraction * len(self.acked):

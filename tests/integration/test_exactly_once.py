@@ -7,6 +7,8 @@ import subprocess
 import pytest
 import requests
 
+from backbeat.config.settings import Settings
+from backbeat.workers.runtime import Runtime
 from backbeat.workers.signing import sign
 
 pytestmark = pytest.mark.integration
@@ -23,7 +25,7 @@ def test_timed_out_call_is_adopted_by_its_callback_not_paid_twice(stack, client,
     job = client.enqueue("add-vocals", payload.vocals("Uncertain one"))
     done = client.wait(job["id"], timeout=90)
     assert done["state"] == "succeeded" and done["attempts"] == 1
-    record = client.rt.store.get(job["id"])
+    record = Runtime(Settings.from_env()).store.get(job["id"])
     assert record.get("adopted") == "1"
     stats = sim.stats()
     assert stats["accepted"] == 1 and stats["duplicates_by_title"] == 0
@@ -42,7 +44,7 @@ def test_no_callback_within_grace_resubmits_and_reports_it(stack, client, payloa
     sim.set_knobs(accept_timeout_rate=0.0)
     done = client.wait(job["id"], timeout=90)
     assert done["state"] == "succeeded" and done["attempts"] == 2
-    assert client.rt.store.get(job["id"]).int("resubmits") == 1
+    assert Runtime(Settings.from_env()).store.get(job["id"]).int("resubmits") == 1
     assert sim.stats()["duplicates_by_title"] == 1  # paid twice, and the job says why
 
 
@@ -63,7 +65,8 @@ def test_second_upstream_task_is_recorded_and_counted(stack, client, payload):
         "backbeat.workers.states", fromlist=["JobState"]).JobState.SUBMITTED}))
     stray = {"code": 200, "msg": "ok", "data": {"callbackType": "text", "task_id": "f" * 32,
                                                 "data": []}}
-    url = f"{web}/v1/callbacks/{job['id']}?sig={sign(client.rt.secret, job['id'])}"
+    secret = Runtime(Settings.from_env()).secret
+    url = f"{web}/v1/callbacks/{job['id']}?sig={sign(secret, job['id'])}"
     assert requests.post(url, json=stray, timeout=10).status_code == 200
     after = client.get(job["id"])
     assert after["duplicate_task_ids"] == ["f" * 32] and after["state"] == "submitted"
@@ -82,12 +85,12 @@ def test_producer_crash_between_record_and_message_is_repaired(fleet, sim):
     """Given a job record written without its message (the producer died in between), expect
     housekeeping to send the message from the outbox and the job to finish once."""
     f = fleet("fo", workers=1, BACKBEAT_OUTBOX_GRACE="1")
-    store = f.client.rt.store
-    job, created = store.create("crashed-producer", "add-vocals", vocals("Outboxed"))
-    assert created and f.client.rt.redis.zscore("fo:outbox", job.id)
+    rt = Runtime(f.settings)
+    job, created = rt.store.create("crashed-producer", "add-vocals", vocals("Outboxed"))
+    assert created and rt.redis.zscore("fo:outbox", job.id)
     done = f.client.wait(job.id, timeout=90)
     assert done["state"] == "succeeded"
-    assert sim.stats()["accepted"] == 1 and f.client.rt.redis.zscore("fo:outbox", job.id) is None
+    assert sim.stats()["accepted"] == 1 and rt.redis.zscore("fo:outbox", job.id) is None
 
 
 def test_pool_process_killed_mid_call_is_not_paid_twice(fleet, sim, wait):
@@ -111,4 +114,4 @@ def test_pool_process_killed_mid_call_is_not_paid_twice(fleet, sim, wait):
     assert done["state"] == "succeeded"
     assert sim.stats()["accepted"] == 1 and sim.stats()["duplicates_by_title"] == 0
     # adopted from the callback (whether the redelivery or the callback came first)
-    assert f.client.rt.store.get(job["id"]).get("adopted") == "1"
+    assert Runtime(f.settings).store.get(job["id"]).get("adopted") == "1"

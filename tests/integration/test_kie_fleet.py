@@ -15,6 +15,7 @@ from backbeat.devstack.processes import wait_until
 from backbeat.provider.profiles import get_profile
 from backbeat.simulator import SimConfig, SimServer
 from backbeat.simulator.ledger import max_in_window
+from backbeat.workers.runtime import Runtime
 
 pytestmark = pytest.mark.integration
 
@@ -67,9 +68,10 @@ def test_kie_throttle_in_a_200_body_slows_the_fleet_without_spending_retries(fle
     assert stats["accepted"] == 40 and stats["duplicates_by_title"] == 0
     throttled = [c for c in calls(kie) if c["outcome"] == "throttled"]
     assert throttled and {c["code"] for c in throttled} == {429}  # kie's code, HTTP 200
-    state = f.client.rt.submit_limiter.state()
+    rt = Runtime(f.settings)
+    state = rt.submit_limiter.state()
     assert 1 <= state["cuts"] <= state["throttles"] == len(throttled)
-    assert all(f.client.rt.store.get(i).int("failures") == 0 for i in ids)
+    assert all(rt.store.get(i).int("failures") == 0 for i in ids)
 
 
 def test_kie_402_pauses_the_fleet_and_a_top_up_resumes_it(fleet, kie, redis):
@@ -80,7 +82,7 @@ def test_kie_402_pauses_the_fleet_and_a_top_up_resumes_it(fleet, kie, redis):
     f = kie_fleet(fleet, kie, "kc", workers=2, BACKBEAT_SUBMIT_RATE="10/2s",
                   BACKBEAT_PAUSE_PROBE_INTERVAL="2")
     ids = enqueue(f, 12, "credits")
-    lim = f.client.rt.submit_limiter
+    lim = Runtime(f.settings).submit_limiter
     wait_until(lambda: lim.state()["pause"]["reason"] == "credits"
                and redis.zcard("kc:parked") >= 8, WAIT_S)
     assert kie.stats()["accepted"] == 4 and kie.stats()["credits"] >= 1
@@ -104,7 +106,8 @@ def test_kie_455_opens_the_breaker_and_every_job_finishes(fleet, kie):
                   BACKBEAT_BREAKER_BASE="1", BACKBEAT_BREAKER_CAP="2",
                   BACKBEAT_POLL_INTERVAL="0.3")
     ids = enqueue(f, 10, "maint")
-    lim = f.client.rt.submit_limiter
+    rt = Runtime(f.settings)
+    lim = rt.submit_limiter
     wait_until(lambda: lim.state()["breaker"]["trips"] >= 3, WAIT_S)
     kie.set_knobs(maintenance=False)
     jobs = f.wait_all(ids, timeout=WAIT_S)
@@ -114,7 +117,7 @@ def test_kie_455_opens_the_breaker_and_every_job_finishes(fleet, kie):
     gaps = [b - a for a, b in zip([hits[0], *probes], probes, strict=False)]
     assert probes and min(gaps) >= 0.9, gaps  # never two probes in one interval
     assert kie.stats()["accepted"] == 10 and kie.stats()["duplicates_by_title"] == 0
-    assert all(f.client.rt.store.get(i).int("failures") == 0 for i in ids)
+    assert all(rt.store.get(i).int("failures") == 0 for i in ids)
 
 
 def test_polls_sharing_the_submit_window_keep_every_window_within_the_rule(fleet, kie):

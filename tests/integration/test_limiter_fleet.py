@@ -9,7 +9,9 @@ import time
 import pytest
 import requests
 
+from backbeat.devstack.backlog import park_as_sent
 from backbeat.devstack.processes import free_port, start_redis, venv_bin
+from backbeat.workers.runtime import Runtime
 
 pytestmark = pytest.mark.integration
 
@@ -60,10 +62,11 @@ def test_throttle_storm_converges_without_burning_retries(fleet, sim):
     assert stats["accepted"] == 80 and stats["duplicates_by_title"] == 0
     assert stats["throttled"] >= 1  # the storm happened
     assert stats["throttled"] / stats["calls_total"] <= 0.25
-    state = f.client.rt.submit_limiter.state()
+    rt = Runtime(f.settings)
+    state = rt.submit_limiter.state()
     assert 1 <= state["cuts"] <= state["throttles"] == stats["throttled"]
     for job in jobs:
-        assert f.client.rt.store.get(job["id"]).int("failures") == 0
+        assert rt.store.get(job["id"]).int("failures") == 0
 
 
 def test_maintenance_window_gets_one_probe_per_interval(fleet, sim):
@@ -74,7 +77,7 @@ def test_maintenance_window_gets_one_probe_per_interval(fleet, sim):
               BACKBEAT_BREAKER_BASE="1", BACKBEAT_BREAKER_CAP="2",
               BACKBEAT_POLL_INTERVAL="0.3")
     ids = enqueue(f, 20, "maint")
-    lim = f.client.rt.submit_limiter
+    lim = Runtime(f.settings).submit_limiter
     deadline_trips = 4
     end = time.monotonic() + 60
     while lim.state()["breaker"]["trips"] < deadline_trips and time.monotonic() < end:
@@ -105,7 +108,7 @@ def test_pause_on_credits_keeps_every_job_and_resume_lifts_it(fleet, sim, redis)
     end = time.monotonic() + 60
     while redis.zcard("fp:parked") < 15 and time.monotonic() < end:
         time.sleep(0.2)
-    status = f.client.rt.submit_limiter.state()
+    status = Runtime(f.settings).submit_limiter.state()
     assert status["pause"]["paused"] and status["pause"]["reason"] == "credits"
     assert redis.zcard("fp:parked") == 15
     assert all(f.client.get(i)["state"] == "queued" for i in ids)
@@ -145,11 +148,11 @@ def _measure_paused_fleet(fleet, sim, port):
     redis = Redis(port=port, decode_responses=True)
     f = fleet("fq", workers=2, concurrency=2, BACKBEAT_POLL_INTERVAL="1",
               BACKBEAT_REDIS_URL=f"redis://127.0.0.1:{port}/0")
-    f.client.rt.submit_limiter.pause("test")
+    f.client.pause("test")
     time.sleep(6)  # let the fleet settle into its idle loop (one housekeeping period)
     # samples of two whole housekeeping periods (5 s): each holds the same beat ticks
     idle = _redis_cost(redis, 10)
-    _paused_backlog(f.client.rt, BACKLOG)
+    _paused_backlog(Runtime(f.settings), BACKLOG)
     time.sleep(1)
     loaded = _redis_cost(redis, 10)
     # the idle cost is the beat's ticks (reconcile, pump, notify every 1 s here, housekeeping
@@ -171,12 +174,7 @@ def _paused_backlog(rt, count):
     and taken, then parked by the worker because the account is paused (as store.park does)."""
     ids = [rt.store.create(f"paused-{n}", "add-instrumental", instrumental(n))[0].id
            for n in range(count)]
-    now_ms = rt.store.now_ms()
-    pipe = rt.redis.pipeline(transaction=False)
-    for job_id in ids:
-        pipe.zrem(rt.keys.outbox, job_id)
-        pipe.zadd(rt.keys.parked, {job_id: now_ms})
-    pipe.execute()
+    park_as_sent(rt, ids)
 
 
 def _redis_cost(redis, seconds: float) -> dict[str, float]:

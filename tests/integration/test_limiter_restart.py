@@ -79,10 +79,10 @@ class Callers:
                 continue
             calls += 1
             body = {"uploadUrl": "https://example.com/v.mp3", "title": f"{self.tag}-{n}-{calls}",
-                    "tags": "rock", "negativeTags": "metal",
-                    "callBackUrl": "http://127.0.0.1:9/callback"}
+                    "tags": "rock", "negativeTags": "metal"}
             try:
-                lim.call(grant, self.provider.create, "add-instrumental", body)
+                lim.call(grant, self.provider.create, "add-instrumental", body,
+                         "http://127.0.0.1:9/callback")
             except RedisError:  # the call was made; only its report was lost with Redis
                 with self.lock:
                     self.redis_errors += 1

@@ -21,6 +21,7 @@ import requests
 
 from backbeat.provider.profiles import get_profile
 from backbeat.simulator import SimConfig, SimServer
+from backbeat.workers.runtime import Runtime
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +33,6 @@ CONFTEST = next(m for m in list(sys.modules.values())
 API_KEY, WAIT_S, Fleet, wait_until = (CONFTEST.API_KEY, CONFTEST.WAIT_S, CONFTEST.Fleet,
                                       CONFTEST.wait_until)
 MAX_ATTEMPTS = 3
-TERMINAL = {"succeeded", "failed", "expired", "cancelled"}
 #: the simulator for every case: a fast timeline, no rule to trip over by accident
 SIM_BASE = {"text_after_s": 0.3, "first_after_s": 0.6, "complete_after_s": 0.9,
             "callback_backoff_scale": 0.2, "rate_limit": 1000, "rate_window_s": 1.0,
@@ -93,7 +93,7 @@ class World:
                                              "BACKBEAT_API_BASE_URL": self.sim.url})
         self.fleet.start(workers=1, concurrency=4, web=True)
         self.client = self.fleet.client
-        self.rt = self.client.rt
+        self.rt = Runtime(self.fleet.settings)
 
     def fresh(self, **knobs: Any) -> None:
         requests.post(f"{self.sim.url}/__reset", json={"faults": True},

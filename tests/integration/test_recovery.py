@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 
+from backbeat.workers.runtime import Runtime
+from backbeat.workers.states import TERMINAL
+
 pytestmark = pytest.mark.integration
 
 #: the promise: a job a dead node held is moving again this soon after the death, in seconds
 RECOVERY_BOUND_S = 45.0
-TERMINAL = {"succeeded", "failed", "expired", "cancelled"}
 
 
 def params(n: int) -> dict[str, Any]:
@@ -170,7 +172,7 @@ def test_rolling_restart_drains_without_uncertainty_or_second_payment(fleet, sim
     assert [j["state"] for j in jobs.values()].count("succeeded") == 60, jobs
     stats = sim.stats()
     assert stats["accepted"] == 60 and stats["duplicates_by_title"] == 0, stats
-    records = [f.client.rt.store.get(job_id) for job_id in ids]
+    records = [Runtime(f.settings).store.get(job_id) for job_id in ids]
     assert not [r.id for r in records if r.get("uncertain")], "a job became uncertain"
     assert all(r.int("attempts") == 1 for r in records)
     print("\nnode, held, SIGTERM->exit (s), SIGTERM->replacement ready (s), "
@@ -200,7 +202,7 @@ def test_a_live_node_keeps_its_leases_through_a_long_wait(fleet, sim, redis):
     for job_id in (first, second):
         assert f.client.wait(job_id, timeout=120)["state"] == "succeeded"
     # whichever of the two got the second token (both messages were taken at once)
-    record = max((f.client.rt.store.get(j) for j in (first, second)),
+    record = max((Runtime(f.settings).store.get(j) for j in (first, second)),
                  key=lambda r: r.int("submitting_at") - r.int("created_at"))
     waited_s = (record.int("submitting_at") - record.int("created_at")) / 1000
     assert waited_s > 20, waited_s  # it did wait longer than one lease

@@ -39,6 +39,8 @@ from backbeat.devstack.processes import (
     start_sentinel,
     wait_until,
 )
+from backbeat.workers.runtime import Runtime
+from backbeat.workers.states import TERMINAL
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +58,6 @@ JOBS_AFTER_KILL = 60
 REJOIN_JOBS = 10
 #: bounds on every wait (generous: a noisy 2-core machine)
 SETUP_S, PRODUCE_S, SETTLE_S = 90.0, 180.0, 240.0
-TERMINAL = {"succeeded", "failed", "expired", "cancelled"}
 
 
 @dataclass
@@ -189,7 +190,7 @@ class Producer:
         return thread
 
 
-def _read_all(client: Client, ids: list[str]) -> dict[str, dict[str, Any]]:
+def _read_all(client: Client, rt: Runtime, ids: list[str]) -> dict[str, dict[str, Any]]:
     """Every job of ``ids`` that exists, with its history (missing ones are left out)."""
     out = {}
     for job_id in ids:
@@ -198,17 +199,18 @@ def _read_all(client: Client, ids: list[str]) -> dict[str, dict[str, Any]]:
         except Exception:  # noqa: BLE001 - JobNotFound: lost (counted by the caller)
             continue
         job["history"] = client.history(job_id)
-        job["resubmits"] = int(client.rt.store.get(job_id).get("resubmits") or 0)
+        job["resubmits"] = int(rt.store.get(job_id).get("resubmits") or 0)
         out[job_id] = job
     return out
 
 
-def _settle(client: Client, ids: list[str], bound_s: float) -> dict[str, dict[str, Any]]:
+def _settle(client: Client, rt: Runtime, ids: list[str], bound_s: float
+            ) -> dict[str, dict[str, Any]]:
     """Wait (bounded) until every job of ``ids`` that exists is terminal; return them all."""
     deadline = time.monotonic() + bound_s
     while True:
         try:
-            jobs = _read_all(client, ids)
+            jobs = _read_all(client, rt, ids)
         except Exception:  # noqa: BLE001 - Redis busy: try again
             jobs = {}
         if jobs and all(j["state"] in TERMINAL for j in jobs.values()):
@@ -241,7 +243,7 @@ def test_failover_keeps_jobs_flowing_and_loses_at_most_the_replication_lag(ha, f
               BACKBEAT_SUBMIT_RATE="10/1s", BACKBEAT_SUBMIT_BURST="2",
               BACKBEAT_POLL_RATE="50/1s", BACKBEAT_VISIBILITY_TIMEOUT="30",
               BACKBEAT_OUTBOX_GRACE="5", BACKBEAT_MAX_ATTEMPTS="10")
-    assert f.client.rt.redis.connection_pool.service_name == MASTER
+    assert Runtime(f.settings).redis.connection_pool.service_name == MASTER
     started = time.monotonic()
     producer, rejoin = Producer(f.settings, "p"), Producer(f.settings, "r")
     try:
@@ -283,7 +285,7 @@ def test_failover_keeps_jobs_flowing_and_loses_at_most_the_replication_lag(ha, f
 
     # -- settle and count
     acked = {**producer.acked, **rejoin.acked}
-    jobs = _settle(f.client, list(acked), SETTLE_S)
+    jobs = _settle(f.client, Runtime(f.settings), list(acked), SETTLE_S)
     in_window = {j for j, (_, t) in acked.items() if 0 <= killed_at - t < REPLICATION_WINDOW_S}
     before = [j for j, (_, t) in acked.items() if t <= killed_at]
     after = [j for j, (_, t) in acked.items() if t > killed_at]

@@ -50,7 +50,8 @@ def test_with_callbacks_delivered_polls_stay_rare(stack, client, payload, wait):
     def polled(ids):
         return sum(len(polls[jobs[i]["upstream_task_id"]]) for i in ids)
 
-    assert all(client.rt.store.get(i).int("callbacks_received") >= 2 for i in heard)
+    store = Runtime(Settings.from_env()).store
+    assert all(store.get(i).int("callbacks_received") >= 2 for i in heard)
     assert polled(silent) >= 5 * 3, polls  # polls were due, again and again
     assert 3 * polled(heard) <= polled(silent), (polled(heard), polled(silent))
 
@@ -165,7 +166,7 @@ def test_deadline_expires_a_job_and_late_answers_change_nothing(fleet, sim, wait
     with ThreadPoolExecutor(1) as pool:  # a reconcile cycle's poll of the job, in flight
         in_flight = pool.submit(reconcile.poll_one, rt, job_id, report)
         wait(lambda: task_id in polls_by_task(sim), what="the poll sent, its answer held")
-        f.client.rt.redis.zadd("fd:deadline", {job_id: 0}, xx=True)  # the deadline passes now
+        rt.redis.zadd("fd:deadline", {job_id: 0}, xx=True)  # the deadline passes now
         expired = f.client.wait(job_id, timeout=90)
         sim.set_knobs(hold_polls=False)
         in_flight.result(timeout=90)
@@ -175,11 +176,11 @@ def test_deadline_expires_a_job_and_late_answers_change_nothing(fleet, sim, wait
         "callbackType": "complete", "task_id": task_id,
         "data": [{"id": "t1", "audio_url": "https://cdn.example.com/t1.mp3"}]}}
     url = (f"{f.env['BACKBEAT_CALLBACK_BASE_URL']}/v1/callbacks/{job_id}"
-           f"?sig={sign(f.client.rt.secret, job_id)}")
+           f"?sig={sign(rt.secret, job_id)}")
     late = requests.post(url, json=complete, timeout=10)
     assert late.status_code == 200, late.text
     assert late.json()["msg"] == "no change" and late.json()["state"] == "expired"
     assert f.client.get(job_id) == expired and f.client.get(job_id)["tracks"] == []
     assert [h["to"] for h in f.client.history(job_id)][-1] == "expired"
-    assert f.client.rt.redis.zscore("fd:deadline", job_id) is None
-    assert f.client.rt.redis.zscore("fd:poll", job_id) is None
+    assert rt.redis.zscore("fd:deadline", job_id) is None
+    assert rt.redis.zscore("fd:poll", job_id) is None

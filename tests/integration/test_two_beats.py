@@ -104,8 +104,7 @@ def submitted(rt: Runtime, count: int, tag: str) -> dict[str, str]:
     for job_id in job_ids(count, tag):
         rt.store.create(job_id, "add-vocals", vocals(job_id))
         rt.store.dispatched(job_id)
-        answer = rt.provider.create("add-vocals", {**vocals(job_id),
-                                                   "callBackUrl": "http://127.0.0.1:9/cb"})
+        answer = rt.provider.create("add-vocals", vocals(job_id), "http://127.0.0.1:9/cb")
         assert answer.task_id, answer
         rt.store.transition(job_id, JobState.SUBMITTING, "test")
         moved = rt.store.transition(job_id, JobState.SUBMITTED, "test", poll_delay_ms=0,
@@ -136,10 +135,10 @@ def test_racing_reconcilers_poll_each_due_job_once(deployment, sim):
 def test_a_reconcile_cycle_longer_than_its_lease_never_shares_a_job(deployment, sim,
                                                                     monkeypatch):
     """Given 40 due jobs and a provider answering in 200 ms, a cycle over them all (8 s) lasts
-    longer than the time it may start polls (LEASE_MS, 3 s here): when three beats tick, expect
-    each cycle to hand back what it cannot start in time and each job polled once, never by a
+    longer than the time it may start polls (CYCLE_LEASE_MS, 3 s here): when three beats tick,
+    expect each cycle to hand back what it cannot start in time and each job polled once, never by a
     second beat while the first still holds it."""
-    monkeypatch.setattr(reconcile, "LEASE_MS", 3000)
+    monkeypatch.setattr(reconcile, "CYCLE_LEASE_MS", 3000)
     monkeypatch.setattr(reconcile, "POLL_TOKEN_WAIT_S", 0.5)
     sim.set_knobs(**FROZEN)
     settings = deployment("t2l", BACKBEAT_POLL_RATE="200/1s", BACKBEAT_POLL_MIN_DELAY="600",
@@ -386,9 +385,9 @@ def test_racing_deliveries_send_each_webhook_once(deployment, receiver):
 def test_a_delivery_cycle_longer_than_its_lease_never_shares_a_webhook(deployment, receiver,
                                                                        monkeypatch):
     """Given 30 due webhooks and a receiver answering in 200 ms, a cycle over them all (6 s)
-    lasts longer than the time it may start deliveries (LEASE_MS, 2 s here): when three beats
+    lasts longer than the time it may start deliveries (CYCLE_LEASE_MS, 2 s here): when three beats
     tick, expect each cycle to hand back the rest and every webhook delivered once."""
-    monkeypatch.setattr(webhooks, "LEASE_MS", 2000)
+    monkeypatch.setattr(webhooks, "CYCLE_LEASE_MS", 2000)
     monkeypatch.setattr(webhooks, "TIMEOUT_S", 2.0)
     hooks = receiver(0.2)
     settings = deployment("t2x", BACKBEAT_WEBHOOK_ALLOW_PRIVATE="1")
@@ -432,7 +431,8 @@ def test_two_beat_processes_poll_and_notify_each_job_once(fleet, sim, receiver, 
     tasks = {f.client.get(i)["upstream_task_id"] for i in ids}
     wait(lambda: sim.stats()["tasks"] == {"SUCCESS": 12}, what="every task done upstream")
     sim.set_knobs(latency_ms=300)
-    f.client.rt.redis.zadd(f.client.rt.keys.poll, dict.fromkeys(ids, 0), xx=True)
+    rt = Runtime(f.settings)
+    rt.redis.zadd(rt.keys.poll, dict.fromkeys(ids, 0), xx=True)
     assert [j["state"] for j in f.wait_all(ids)] == ["succeeded"] * 12
     wait(lambda: set(hooks.hits) >= set(ids), what="every webhook delivered")
     # both beats keep ticking for a while after: any late double would show

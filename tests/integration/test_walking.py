@@ -6,6 +6,9 @@ import os
 import pytest
 import requests
 
+from backbeat.config.settings import Settings
+from backbeat.workers.runtime import Runtime
+
 pytestmark = pytest.mark.integration
 
 API_KEY = os.environ["BACKBEAT_API_KEY"]
@@ -141,7 +144,7 @@ def test_refused_at_submission_fails_at_once_without_retry(stack, client, payloa
     done = client.wait(job["id"], timeout=90)
     assert done["state"] == "failed" and done["error"]["code"] == code, done
     assert done["attempts"] == 1 and done["upstream_task_id"] is None
-    assert client.rt.store.get(job["id"]).int("failures") == 0
+    assert Runtime(Settings.from_env()).store.get(job["id"]).int("failures") == 0
     calls = requests.get(f"{sim.url}/__calls", timeout=10).json()
     assert [(c["title"], c["code"]) for c in calls] == [(title, code)]
     assert sim.stats()["accepted"] == 0
@@ -179,7 +182,8 @@ def test_batch_stays_inside_the_provider_window_and_key_never_leaks(stack, clien
     finally:
         before_task_publish.disconnect(capture)
     assert len(published) == 30 and all(job_id in "".join(published) for job_id in ids)
-    queued = [m for q in client.rt.keys.submit_queues for m in redis.lrange(q, 0, -1)]
+    keys = Runtime(Settings.from_env()).keys
+    queued = [m for q in keys.submit_queues for m in redis.lrange(q, 0, -1)]
     for raw in [*published, *queued]:
         assert API_KEY not in raw
     for job_id in ids:

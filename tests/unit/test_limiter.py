@@ -403,3 +403,32 @@ def test_an_instance_that_changes_during_the_fence_check_keeps_no_script(redis, 
     assert not refused.granted and refused.kind == "fence" and refused.wait_s < 1
     stray_sha = lim._for_instance(other)[1][0]
     assert redis.script_exists(stray_sha) == [False]
+
+
+def test_effective_limit_is_one_rule_in_python_and_in_the_scripts(redis):
+    """limiter.effective_limit and acquire.lua's effective_limit (lua/_effective.lua) agree."""
+    from backbeat.workers import scripts
+    from backbeat.workers.limiter import effective_limit
+
+    grid = [(limit, factor) for limit in (1, 2, 3, 7, 10, 20, 100, 1000)
+            for factor in (0.001, 0.05, 1 / 3, 0.5, 0.7, 0.7 ** 2, 0.7 ** 5, 0.999, 1.0)]
+    lua = scripts._included("effective") + """
+local out = {}
+for i = 1, #ARGV, 2 do out[#out + 1] = effective_limit(tonumber(ARGV[i]), tonumber(ARGV[i + 1])) end
+return out"""
+    got = redis.eval(lua, 0, *[x for pair in grid for x in (pair[0], repr(pair[1]))])
+    assert got == [effective_limit(limit, factor) for limit, factor in grid]
+    assert "effective_limit(limit, factor)" in scripts.source("acquire")
+
+
+def test_the_pump_reads_the_gates_through_the_limiter(redis):
+    lim = make(redis, rate=RateSpec(10, 1000))
+    now = server_ms(redis)
+    assert lim.gate(now) == (False, False, 10)
+    redis.hset(lim.state_key, "submit:factor", 0.55)
+    assert lim.gate(now).effective_limit == 5 == lim.state()["effective_limit"]
+    lim.pause("manual")
+    assert lim.gate(now).closed
+    lim.resume()
+    redis.hset(lim.state_key, mapping={"breaker": "open", "breaker:until": now + 60_000})
+    assert lim.gate(now).closed and lim.gate(now + 60_000) == (False, True, 5)

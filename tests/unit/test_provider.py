@@ -11,8 +11,10 @@ from backbeat.devstack.processes import free_port
 from backbeat.provider.client import ProviderClient, parse_retry_after
 from backbeat.provider.profiles import Outcome, get_profile
 
-BODY = {"uploadUrl": "https://example.com/v.mp3", "title": "T", "tags": "rock",
-        "negativeTags": "metal", "callBackUrl": "http://127.0.0.1:9/cb"}
+#: an add-instrumental job's params (the client adds the callBackUrl)
+PARAMS = {"uploadUrl": "https://example.com/v.mp3", "title": "T", "tags": "rock",
+          "negativeTags": "metal"}
+CALLBACK = "http://127.0.0.1:9/cb"
 
 
 def make_client(url, profile="sunoapi", key=None, read_timeout=3.0):
@@ -21,7 +23,7 @@ def make_client(url, profile="sunoapi", key=None, read_timeout=3.0):
 
 
 def test_accepted_carries_the_task_id(sim):
-    answer = make_client(sim.url).create("add-instrumental", BODY)
+    answer = make_client(sim.url).create("add-instrumental", PARAMS, CALLBACK)
     assert answer.outcome is Outcome.ACCEPTED and len(answer.task_id) == 32
     info = make_client(sim.url).record_info(answer.task_id)
     assert info.outcome is Outcome.ACCEPTED and info.data["taskId"] == answer.task_id
@@ -37,32 +39,33 @@ def test_body_codes_are_classified(sim, knobs, outcome, code):
     sim.set_knobs(**knobs)
     client = make_client(sim.url)
     if "rate_limit" in knobs:
-        assert client.create("add-instrumental", BODY).outcome is Outcome.ACCEPTED
-    answer = client.create("add-instrumental", BODY)
+        assert client.create("add-instrumental", PARAMS, CALLBACK).outcome is Outcome.ACCEPTED
+    answer = client.create("add-instrumental", PARAMS, CALLBACK)
     assert (answer.outcome, answer.code) == (outcome, code)
 
 
 def test_http_status_style_and_retry_after(sim):
     sim.set_knobs(rate_limit=1, http_status_errors=True, retry_after_s=7)
     client = make_client(sim.url)
-    client.create("add-instrumental", BODY)
-    answer = client.create("add-instrumental", BODY)
+    client.create("add-instrumental", PARAMS, CALLBACK)
+    answer = client.create("add-instrumental", PARAMS, CALLBACK)
     assert answer.outcome is Outcome.THROTTLED and answer.retry_after_s == 7
 
 
 def test_bad_key_is_unauthorized(sim):
-    answer = make_client(sim.url, key="wrong").create("add-instrumental", BODY)
+    answer = make_client(sim.url, key="wrong").create("add-instrumental", PARAMS, CALLBACK)
     assert answer.outcome is Outcome.UNAUTHORIZED and answer.code == 401
 
 
 def test_invalid_params_are_rejected(sim):
-    answer = make_client(sim.url).create("add-instrumental", {**BODY, "styleWeight": 0.123})
+    answer = make_client(sim.url).create("add-instrumental", {**PARAMS, "styleWeight": 0.123},
+                                         CALLBACK)
     assert answer.outcome is Outcome.REJECTED and answer.code == 400
 
 
 def test_timeout_after_accept_is_uncertain(sim, wait):
     sim.set_knobs(accept_timeout_rate=1.0, accept_timeout_sleep_s=2.0)
-    answer = make_client(sim.url, read_timeout=0.5).create("add-instrumental", BODY)
+    answer = make_client(sim.url, read_timeout=0.5).create("add-instrumental", PARAMS, CALLBACK)
     assert answer.outcome is Outcome.UNCERTAIN
     # the provider did create (and charge) the task: the simulator may count it a moment late
     wait(lambda: sim.stats()["accepted"] == 1, what="the timed-out call counted as accepted")
@@ -70,18 +73,20 @@ def test_timeout_after_accept_is_uncertain(sim, wait):
 
 def test_dropped_connection_after_accept_is_uncertain(sim):
     sim.set_knobs(drop_rate=1.0, drop_after_accept=True)
-    assert make_client(sim.url).create("add-instrumental", BODY).outcome is Outcome.UNCERTAIN
+    answer = make_client(sim.url).create("add-instrumental", PARAMS, CALLBACK)
+    assert answer.outcome is Outcome.UNCERTAIN
     assert sim.stats()["dropped"] == 1
 
 
 def test_refused_connection_is_transient():
-    answer = make_client(f"http://127.0.0.1:{free_port()}").create("add-instrumental", BODY)
+    client = make_client(f"http://127.0.0.1:{free_port()}")
+    answer = client.create("add-instrumental", PARAMS, CALLBACK)
     assert answer.outcome is Outcome.TRANSIENT and answer.code is None
 
 
 def test_client_never_retries_a_post(sim):
     sim.set_knobs(server_error_rate=1.0)
-    make_client(sim.url).create("add-instrumental", BODY)
+    make_client(sim.url).create("add-instrumental", PARAMS, CALLBACK)
     assert sim.stats()["server_errors"] == 1
 
 
@@ -123,7 +128,7 @@ def test_half_written_answer_after_send(method, outcome):
     threading.Thread(target=serve, daemon=True).start()
     port = server.getsockname()[1]
     client = make_client(f"http://127.0.0.1:{port}", key="k")
-    answer = (client.create("add-instrumental", BODY) if method == "POST"
+    answer = (client.create("add-instrumental", PARAMS, CALLBACK) if method == "POST"
               else client.record_info("abc"))
     server.close()
     assert answer.outcome is outcome

@@ -38,10 +38,30 @@ def test_defaults_follow_the_design():
     assert s.broker_url == s.redis_url == "redis://127.0.0.1:6379/0"
 
 
+def test_fallbacks_and_trimming():
+    """Given no broker, base URL or per-type deadline, expect them read from the Redis URL,
+    the provider profile and BACKBEAT_DEADLINE; URLs lose a trailing slash."""
+    s = Settings.from_env({"BACKBEAT_REDIS_URL": "redis://h:1/2", "BACKBEAT_PROVIDER": "kie",
+                           "BACKBEAT_CALLBACK_BASE_URL": "https://gw.example/",
+                           "BACKBEAT_DEADLINE": "600", "BACKBEAT_DEADLINE_ADD_VOCALS": "60",
+                           "BACKBEAT_API_TOKENS": " t1, ,t2 ", "BACKBEAT_MODELS": "V5, V4",
+                           "BACKBEAT_DEFAULT_MODEL": "V4"})
+    assert s.broker_url == "redis://h:1/2" and s.api_base_url == get_profile("kie").base_url
+    assert s.callback_base_url == "https://gw.example"
+    assert s.deadline_s("add-vocals") == 60 and s.deadline_s("add-instrumental") == 600
+    assert s.api_tokens == (Secret("t1"), Secret("t2")) and s.models == ("V5", "V4")
+    other = Settings.from_env({"BACKBEAT_API_BASE_URL": "http://127.0.0.1:9000/",
+                               "BACKBEAT_BROKER_URL": "redis://b/0"})
+    assert other.api_base_url == "http://127.0.0.1:9000" and other.broker_url == "redis://b/0"
+
+
 @pytest.mark.parametrize(("env", "needle"), [
-    ({"BACKBEAT_PROVIDER": "acme"}, "unknown provider"),
-    ({"BACKBEAT_SUBMIT_RATE": "fast"}, "N/Ws"),
-    ({"BACKBEAT_MAX_ATTEMPTS": "zero"}, "integer"),
+    ({"BACKBEAT_PROVIDER": "acme"}, "BACKBEAT_PROVIDER: unknown provider"),
+    ({"BACKBEAT_SUBMIT_RATE": "fast"}, "BACKBEAT_SUBMIT_RATE: .*N/Ws"),
+    ({"BACKBEAT_MAX_ATTEMPTS": "zero"}, "BACKBEAT_MAX_ATTEMPTS must be an integer, got 'zero'"),
+    ({"BACKBEAT_SUBMIT_BURST": "0"}, "BACKBEAT_SUBMIT_BURST must be >= 1"),
+    ({"BACKBEAT_DEADLINE_ADD_VOCALS": "soon"}, "BACKBEAT_DEADLINE_ADD_VOCALS must be a number"),
+    ({"BACKBEAT_WEBHOOK_ALLOW_PRIVATE": "maybe"}, "BACKBEAT_WEBHOOK_ALLOW_PRIVATE must be true"),
     ({"BACKBEAT_ENV": "prod"}, "BACKBEAT_SECRET"),
     ({"BACKBEAT_DEFAULT_MODEL": "V9"}, "BACKBEAT_MODELS"),
     ({"BACKBEAT_UNCERTAIN_POLICY": "maybe"}, "resubmit"),

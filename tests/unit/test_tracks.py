@@ -1,6 +1,7 @@
 """Tracks: every field the providers send, in either spelling, with an expiry from the
 profile's retention; merged across polls and callbacks; shown by the job and the client."""
 
+import json
 import os
 
 import pytest
@@ -13,7 +14,7 @@ from backbeat.provider import tracks
 from backbeat.provider.profiles import PROFILES
 from backbeat.workers.runtime import Runtime
 from backbeat.workers.signing import sign
-from backbeat.workers.states import JobState
+from backbeat.workers.states import STAGE_STATE, JobState
 
 #: record-info's ``data`` as the docs show it (camelCase items)
 RECORD = {
@@ -52,11 +53,9 @@ SOURCES = {"source_audio_url": "https://src.example.com/e231.mp3",
 
 def test_record_info_items_keep_every_field():
     assert tracks.parse(RECORD["response"]["sunoData"], 14, SEEN_MS) == [EXPECTED]
-    update = upstream.from_record(RECORD)
-    assert update.state is JobState.SUCCEEDED
-    parsed = upstream.tracks(RECORD["response"]["sunoData"], 14)
-    assert {k: v for k, v in parsed[0].items() if k != "expires_at"} == {
-        k: v for k, v in EXPECTED.items() if k != "expires_at"}
+    update = upstream.from_record(RECORD, 14)
+    assert STAGE_STATE[update.stage] is JobState.SUCCEEDED
+    assert json.loads(update.fields["tracks"])[0]["audio_url"] == EXPECTED["audio_url"]
 
 
 def test_callback_items_keep_every_field_including_sunoapi_sources():
@@ -120,8 +119,9 @@ def test_a_callback_after_the_poll_settled_the_job_adds_its_fields(app):
     """Given a job succeeded by a poll (camelCase, no source_* URLs), expect the late
     ``complete`` callback to add what only it carries, though it moves nothing."""
     client, rt, settings = app
-    update = upstream.from_record(RECORD)
-    assert rt.store.transition("j1", update.state, update.reason, fields=update.fields).applied
+    update = upstream.from_record(RECORD, 14)
+    assert rt.store.transition("j1", STAGE_STATE[update.stage], update.reason,
+                               fields=update.fields).applied
     resp = client.post(f"/v1/callbacks/j1?sig={sign(rt.secret, 'j1')}",
                        json=complete([CALLBACK_ITEM]))
     assert resp.status_code == 200 and resp.json["msg"] == "no change"
@@ -153,3 +153,14 @@ def test_get_job_shows_every_track_field(app):
     assert resp.status_code == 200
     assert resp.json["tracks"][0].items() >= {**SOURCES, "prompt": "[Verse] neon hum",
                                               "expires_at": EXPECTED["expires_at"]}.items()
+
+
+def test_the_openapi_document_describes_every_known_track_field(app):
+    """Given provider/tracks.py FIELDS, expect /openapi.json's TrackOut to declare each field
+    with its type and description (the schema is built from the table)."""
+    client, _, _ = app
+    spec = client.get("/openapi.json").json["components"]["schemas"]["TrackOut"]["properties"]
+    assert list(spec) == list(tracks.FIELDS)
+    for name, known in tracks.FIELDS.items():
+        kind = "number" if known.type is float else "string"
+        assert spec[name] == {"type": kind, "description": known.doc}

@@ -35,12 +35,15 @@
 -- elsewhere (a failover, a failback to a demoted primary that kept its scripts) or lost, and
 -- the reply is "recheck". After a fence decision, no grant before fence_at + window: a refusal
 -- "fence", to be waited out like "window".
--- The effective limit is floor(limit * factor) (AIMD, see report.lua), at least 1.
+-- The effective limit is floor(limit * factor) (AIMD, see report.lua), at least 1: the
+-- function comes from _effective.lua, written in at the include line below.
 -- Exactness: the provider stamps a call somewhere between its grant and its answer. A new
 -- grant waits until the N-th newest call's latest possible stamp (its answer, or "now" while
 -- it is unanswered) is a whole window old, so ANY window at the provider holds at most N
 -- calls, however long calls take to travel and whatever the number of workers.
 -- Time is the Redis server clock (one clock for every worker on every machine), in ms.
+
+--#include effective
 
 local purpose, limit, window_ms, burst, respect_pause, probe_lease_ms, flight_ms =
   string.match(ARGV[1], '^([^|]+)|(%d+)|(%d+)|(%d+)|([01])|(%d+)|(%d+)$')
@@ -87,7 +90,7 @@ if now_ms < cooldown_until then return refuse(cooldown_until - now_ms, 'cooldown
 local fence_end = (tonumber(s[7]) or 0) + window_ms
 if now_ms < fence_end then return refuse(fence_end - now_ms, 'fence') end
 
-local eff = math.max(1, math.floor(limit * factor + 1e-9))
+local eff = effective_limit(limit, factor)
 local wait_ms = 0
 local nth = redis.call('ZREVRANGE', KEYS[1], eff - 1, eff - 1, 'WITHSCORES')
 if nth[2] then wait_ms = math.min(tonumber(nth[2]), now_ms) + window_ms - now_ms end

@@ -7,12 +7,13 @@
 -- ARGV[3] uncertain_delay_ms  "" or ms from now: ZADD NX the job into the uncertain set
 -- ARGV[4..] field/value pairs to HSET ("+name" increments)
 -- Returns 1 when applied, 0 when the job is not in the required state, -1 when missing.
+-- TERMINAL comes from workers/states.py: scripts.py writes the tables in at the line below.
+--#include states
 
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return -1 end
 if ARGV[2] ~= '' and cur ~= ARGV[2] then return 0 end
-local terminal = {succeeded = true, failed = true, expired = true, cancelled = true}
-if ARGV[2] == '' and terminal[cur] then return 0 end
+if ARGV[2] == '' and TERMINAL[cur] then return 0 end
 for i = 4, #ARGV, 2 do
   local name, value = ARGV[i], ARGV[i + 1]
   if string.sub(name, 1, 1) == '+' then

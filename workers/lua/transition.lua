@@ -3,7 +3,7 @@
 -- Call: EVALSHA sha 18 job hist events poll uncertain parked deadline <9 state indexes> notify
 --         metric
 --         job_id to reason require_from require_attempt poll_delay_ms retention_ms maxlen
---         mode f1 v1 ...
+--         mode park_delay_ms f1 v1 ...
 -- KEYS[1] job        hash    the job record
 -- KEYS[2] hist       list    the job's history, JSON entries, capped at 50
 -- KEYS[3] events     stream  transition events (capped, approximate MAXLEN)
@@ -11,7 +11,7 @@
 -- KEYS[5] uncertain  zset    job id -> ms its uncertain grace ends
 -- KEYS[6] parked     zset    job id -> ms a parked queued job may be sent again
 -- KEYS[7] deadline   zset    job id -> ms its deadline passes
--- KEYS[8..16] state  zsets   one per state, in the order of STATES below (job id -> ms entered)
+-- KEYS[8..16] state  zsets   one per state, in the order of STATES (job id -> ms entered)
 -- KEYS[17] notify    zset    job id -> ms its webhook is due (terminal jobs with a notify_url)
 -- KEYS[18] metric    string  fleet-wide counter of duplicate upstream tasks
 -- ARGV[1] job_id; ARGV[2] target state; ARGV[3] reason (short text)
@@ -25,15 +25,18 @@
 --                          or "resubmit" (submitted / text_ready / first_ready -> queued: the
 --                          provider failed the task with a code it calls retryable; the job
 --                          leaves the poll schedule and is parked for the pump in this step)
--- ARGV[10..] field/value pairs: "name" sets; "+name" increments; "-name" deletes;
+-- ARGV[10] park_delay_ms   "" or ms from now: a job moved to queued is parked for the pump in
+--                          this same step (ZADD parked), so no crash can leave it queued with
+--                          neither a message nor a parked entry ("resubmit" parks with 0)
+-- ARGV[11..] field/value pairs: "name" sets; "+name" increments; "-name" deletes;
 --           "upstream_task_id" never overwrites a different id: the newcomer is recorded as a
---           duplicate (dup_task_ids, dup_count) instead.
+--           duplicate instead (_duplicate.lua, the rule add_duplicate.lua follows too).
 -- Returns {applied (1|0|-1 missing), state_before}. Time is the Redis server clock, in ms.
+-- The state machine (STATES, RANK, TERMINAL and the sets of allowed starting points) is not
+-- written here: scripts.py puts workers/states.py's tables where the line below says so.
 
-local STATES = {'queued', 'submitting', 'submitted', 'text_ready', 'first_ready', 'succeeded',
-                'failed', 'expired', 'cancelled'}
-local RANK = {queued = 0, submitting = 1, submitted = 2, text_ready = 3, first_ready = 4,
-              succeeded = 9, failed = 9, expired = 9, cancelled = 9}
+--#include states
+--#include duplicate
 local INDEX = {}
 for i, name in ipairs(STATES) do INDEX[name] = KEYS[7 + i] end
 
@@ -46,6 +49,7 @@ local poll_delay_ms = ARGV[6]
 local retention_ms = tonumber(ARGV[7])
 local events_maxlen = tonumber(ARGV[8])
 local mode = ARGV[9]
+local park_delay_ms = ARGV[10]
 
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return {-1, ''} end
@@ -55,21 +59,21 @@ if require_attempt ~= '' and redis.call('HGET', KEYS[1], 'attempt_id') ~= requir
   return {0, cur}
 end
 if mode == 'retry' then
-  if to ~= 'queued' or (cur ~= 'failed' and cur ~= 'expired') then return {0, cur} end
+  if to ~= 'queued' or not RETRY_FROM[cur] then return {0, cur} end
 elseif mode == 'resubmit' then
-  if to ~= 'queued' or RANK[cur] < 2 or RANK[cur] == 9 then return {0, cur} end
+  if to ~= 'queued' or not RESUBMIT_FROM[cur] then return {0, cur} end
 else
-  if RANK[cur] == 9 or cur == to then return {0, cur} end
-  local backward_ok = (cur == 'submitting' and to == 'queued')
-  if RANK[to] <= RANK[cur] and not backward_ok then return {0, cur} end
-  if to == 'cancelled' and cur ~= 'queued' then return {0, cur} end
+  if TERMINAL[cur] or cur == to then return {0, cur} end
+  if to == 'cancelled' and not CANCELLABLE[cur] then return {0, cur} end
+  local back_ok = (to == 'queued' and BACK_TO_QUEUE[cur])
+  if RANK[to] <= RANK[cur] and not back_ok then return {0, cur} end
 end
 
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 redis.call('HSET', KEYS[1], 'state', to, 'updated_at', now_ms, to .. '_at', now_ms)
-for i = 10, #ARGV, 2 do
+for i = 11, #ARGV, 2 do
   local name, value = ARGV[i], ARGV[i + 1]
   local op = string.sub(name, 1, 1)
   if op == '+' then
@@ -77,14 +81,10 @@ for i = 10, #ARGV, 2 do
   elseif op == '-' then
     redis.call('HDEL', KEYS[1], string.sub(name, 2))
   elseif name == 'upstream_task_id' then
-    local known = redis.call('HGET', KEYS[1], 'upstream_task_id')
-    if not known or known == '' then
+    if (redis.call('HGET', KEYS[1], 'upstream_task_id') or '') == '' then
       redis.call('HSET', KEYS[1], name, value)
-    elseif known ~= value then
-      local dups = redis.call('HGET', KEYS[1], 'dup_task_ids')
-      redis.call('HSET', KEYS[1], 'dup_task_ids', (dups and dups ~= '') and (dups .. ',' .. value) or value)
-      redis.call('HINCRBY', KEYS[1], 'dup_count', 1)
-      redis.call('INCR', KEYS[18])
+    else
+      record_duplicate(KEYS[1], KEYS[18], value)
     end
   else
     redis.call('HSET', KEYS[1], name, value)
@@ -95,7 +95,7 @@ redis.call('ZREM', INDEX[cur], job_id)
 redis.call('ZADD', INDEX[to], now_ms, job_id)
 if to ~= 'submitting' then redis.call('ZREM', KEYS[5], job_id) end
 if to ~= 'queued' then redis.call('ZREM', KEYS[6], job_id) end
-if RANK[to] == 9 then
+if TERMINAL[to] then
   redis.call('ZREM', KEYS[4], job_id)
   redis.call('ZREM', KEYS[7], job_id)
   redis.call('PEXPIRE', KEYS[1], retention_ms)
@@ -106,9 +106,9 @@ if RANK[to] == 9 then
 elseif poll_delay_ms ~= '' then
   redis.call('ZADD', KEYS[4], now_ms + tonumber(poll_delay_ms), job_id)
 end
-if mode == 'resubmit' then
-  redis.call('ZREM', KEYS[4], job_id)
-  redis.call('ZADD', KEYS[6], now_ms, job_id)
+if mode == 'resubmit' then redis.call('ZREM', KEYS[4], job_id) end
+if to == 'queued' and park_delay_ms ~= '' then
+  redis.call('ZADD', KEYS[6], now_ms + tonumber(park_delay_ms), job_id)
 end
 if mode == 'retry' then
   redis.call('PERSIST', KEYS[1])
@@ -117,7 +117,7 @@ if mode == 'retry' then
 end
 redis.call('RPUSH', KEYS[2], cjson.encode({t = now_ms, from = cur, to = to, reason = reason}))
 redis.call('LTRIM', KEYS[2], -50, -1)
-if RANK[to] == 9 then redis.call('PEXPIRE', KEYS[2], retention_ms) else redis.call('PERSIST', KEYS[2]) end
+if TERMINAL[to] then redis.call('PEXPIRE', KEYS[2], retention_ms) else redis.call('PERSIST', KEYS[2]) end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', events_maxlen, '*',
            'job', job_id, 'from', cur, 'to', to, 'reason', reason, 't', now_ms)
 return {1, cur}
