@@ -21,8 +21,10 @@ endif
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade "pip>=25.1"
-	$(BIN)/pip install -q . --group test --group bench --group lint
+	@echo "installing dependencies into $(VENV) (pip's output: $(VENV)/deps.log)"
+	$(BIN)/pip install -q --upgrade "pip>=25.1" >$(VENV)/deps.log 2>&1 || { cat $(VENV)/deps.log; exit 1; }
+	$(BIN)/pip install -q . --group test --group bench --group lint >>$(VENV)/deps.log 2>&1 \
+		|| { cat $(VENV)/deps.log; exit 1; }
 	touch $(STAMP)
 
 demo: setup

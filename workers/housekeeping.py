@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from . import broker
 from .dispatch import restore_message, send_submit
 from .leases import CYCLE_LEASE_MS
 from .runtime import Runtime
@@ -17,6 +18,10 @@ log = logging.getLogger(__name__)
 
 #: entries handled per index per run
 BATCH = 500
+#: a queued job whose message is nowhere this long after it entered ``queued`` lost it (ms)
+LOST_AFTER_MS = 60_000
+#: the broker is read for lost messages only while at most this many submit messages wait
+BROKER_SCAN_MOST = 2_000
 
 
 @dataclass
@@ -29,6 +34,7 @@ class Report:
     stale: int = 0
     rescued: int = 0
     reclaimed: int = 0
+    lost: int = 0
 
 
 def run(rt: Runtime) -> Report:
@@ -39,6 +45,7 @@ def run(rt: Runtime) -> Report:
     report.trimmed = trim_indexes(rt)
     report.stale = flag_stale_submissions(rt)
     report.rescued = rescue_stranded(rt)
+    report.lost = rescue_lost_messages(rt)
     return report
 
 
@@ -106,6 +113,37 @@ def rescue_stranded(rt: Runtime) -> int:
     if parked:
         log.warning("parked %d long-queued jobs whose message may be lost", parked)
     return parked
+
+
+def rescue_lost_messages(rt: Runtime) -> int:
+    """Queued jobs whose message is nowhere a minute after they entered ``queued`` (not
+    waiting in the broker, not delivered, no worker's lease, not parked, not in the outbox) are
+    parked, so the pump sends them again. kombu's Redis transport pops a message before it
+    records it as unacked: a node or Redis dying in between drops it, and rescue_stranded would
+    find it only after a visibility timeout. The broker is read only while its submit queue is
+    short (BROKER_SCAN_MOST); a spare message is harmless (a submit claims only from queued)."""
+    in_broker = broker.submit_job_ids(rt.redis, rt.keys, BROKER_SCAN_MOST)
+    if in_broker is None:
+        return 0
+    k = rt.keys
+    old = rt.redis.zrangebyscore(k.queued, "-inf", rt.store.now_ms() - LOST_AFTER_MS,
+                                 start=0, num=BATCH)
+    ids = [job_id for job_id in old if job_id not in in_broker]
+    if not ids:
+        return 0
+    pipe = rt.redis.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.zscore(k.parked, job_id)
+        pipe.zscore(k.outbox, job_id)
+        pipe.zscore(k.leases, job_id)
+    found = pipe.execute()
+    lost = [job_id for n, job_id in enumerate(ids) if found[3 * n: 3 * n + 3] == [None] * 3]
+    if lost:
+        now_ms = rt.store.now_ms()
+        rt.redis.zadd(k.parked, {job_id: now_ms for job_id in lost}, nx=True)
+        log.warning("parked %d queued jobs whose message was lost: %s", len(lost),
+                    ", ".join(lost[:10]))
+    return len(lost)
 
 
 def _stranded_before(rt: Runtime) -> int:

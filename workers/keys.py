@@ -126,6 +126,11 @@ class Keys:
                                       for step in (3, 6, 9)]
 
     @property
+    def unacked(self) -> str:
+        """kombu's hash of delivered, not yet acked messages (delivery tag -> message)."""
+        return f"{self.prefix}:celery:unacked"
+
+    @property
     def dev_secret(self) -> str:
         return f"{self.prefix}:dev-secret"
 
