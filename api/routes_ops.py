@@ -6,11 +6,12 @@ from typing import Any
 
 from flask import request
 from flask_smorest import Blueprint, abort
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..workers.callbacks import apply_callback
 from ..workers.runtime import Runtime
 from ..workers.signing import verify, verify_provider_signature
-from ..workers.status import limiter_status, metrics_text
+from ..workers.status import limiter_status, metrics_registry
 from .auth import require_token
 from .schemas import CallbackAck, Health, LimiterOut, PauseIn
 
@@ -89,11 +90,14 @@ def ops_blueprint(rt: Runtime) -> Blueprint:
         rt.submit_limiter.resume()
         return limiter_status(rt)
 
+    registry = metrics_registry(rt)  # this app's own registry, read from Redis per scrape
+
     @blp.route("/metrics")
     @blp.doc(security=[{"bearer": []}],  # in prod only: web.py closes every route but two
              responses={"200": {"description": "Prometheus text format"}})
     def metrics() -> Any:
-        """Prometheus metrics: backlog sizes and duplicate upstream tasks."""
-        return metrics_text(rt), 200, {"Content-Type": "text/plain; version=0.0.4"}
+        """Prometheus metrics of the whole fleet, read from Redis now: jobs by state, queue
+        depths, provider calls by outcome, limiter, breaker and pause (docs/OPERATIONS.md)."""
+        return generate_latest(registry), 200, {"Content-Type": CONTENT_TYPE_LATEST}
 
     return blp

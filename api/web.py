@@ -14,6 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from ..config.logging import configure_logging
 from ..config.settings import Settings, get_settings
 from ..workers.errors import Conflict, JobNotFound, Unavailable
 from ..workers.runtime import Runtime
@@ -33,6 +34,8 @@ OPEN_ENDPOINTS = ("ops.healthz", "callbacks.")
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the WSGI app for ``settings`` (default: the BACKBEAT_* environment)."""
     rt = Runtime(settings or get_settings())
+    if settings is None:  # the process's own app (gunicorn's `create_app()`): its logging too
+        configure_logging(rt.settings)
     app = Flask(__name__)
     app.config.update(
         API_TITLE="backbeat",

@@ -9,6 +9,24 @@ from kombu import Queue
 from .redis_urls import broker_url_and_options
 from .settings import Settings
 
+#: every queue, in the order the all-queue ``worker`` line lists them (Flower shows these names):
+#: ``submit`` provider create calls (limited, held while waiting for a token); ``reconcile``
+#: record-info polls (limited; a cycle may run for a minute); ``housekeeping`` the pump and
+#: housekeeping (Redis only, short: the pump refills ``submit`` and must never wait behind a
+#: slow call); ``notify`` caller webhooks (a cycle delivers for up to a minute, one delivery to
+#: a receiver that never answers takes up to 40 s). The Procfile's ``worker`` line consumes them
+#: all; its ``worker-<queue>`` pools one each.
+QUEUES: tuple[str, ...] = ("submit", "reconcile", "housekeeping", "notify")
+
+#: the queue of every task; beat's ticks follow these routes too
+ROUTES: dict[str, str] = {
+    "backbeat.submit": "submit",
+    "backbeat.reconcile": "reconcile",
+    "backbeat.pump": "housekeeping",
+    "backbeat.housekeep": "housekeeping",
+    "backbeat.notify": "notify",
+}
+
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery settings mapping, one comment per key."""
@@ -37,17 +55,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        # declared queues only, to catch typos
-        "task_queues": (Queue("submit"), Queue("reconcile")),
+        # declared queues only, to catch typos; one queue per kind of work (QUEUES), so a
+        # pool consuming one of them (the Procfile's worker-* lines) never waits behind another
+        "task_queues": tuple(Queue(name) for name in QUEUES),
         "task_default_queue": "submit",
         "task_create_missing_queues": False,
-        "task_routes": {
-            "backbeat.submit": {"queue": "submit"},
-            "backbeat.reconcile": {"queue": "reconcile"},
-            "backbeat.pump": {"queue": "reconcile"},
-            "backbeat.housekeep": {"queue": "reconcile"},
-            "backbeat.notify": {"queue": "reconcile"},
-        },
+        "task_routes": {task: {"queue": queue} for task, queue in ROUTES.items()},
         # Flower needs events; sent events let it show a task before a worker takes it
         "worker_send_task_events": True,
         "task_send_sent_event": True,

@@ -137,6 +137,26 @@ def _number(text: str, name: str) -> float:
     return value
 
 
+#: the level names BACKBEAT_LOG_LEVEL takes (Python's standard levels)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: the line formats BACKBEAT_LOG_FORMAT takes (config/logging.py)
+LOG_FORMATS = ("text", "json")
+
+
+def _log_level(text: str, name: str) -> str:
+    level = text.upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"{name} must be one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return level
+
+
+def _log_format(text: str, name: str) -> str:
+    fmt = text.lower()
+    if fmt not in LOG_FORMATS:
+        raise ValueError(f"{name} must be one of {', '.join(LOG_FORMATS)}, got {text!r}")
+    return fmt
+
+
 def _bool(text: str, name: str) -> bool:
     lowered = text.lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -252,6 +272,11 @@ SETTINGS: tuple[Setting, ...] = (
             "broker redelivery after a lost worker, seconds (at least 20)"),
     Setting("BACKBEAT_POLLS_SHARE_SUBMIT_WINDOW", "polls_share_submit_window", _bool, "false",
             "record-info polls draw from the submit window too (one N/W rule counts both)"),
+    Setting("BACKBEAT_LOG_FORMAT", "log_format", _log_format, "text",
+            "`text` (one readable line per record) or `json` (one JSON object per line); "
+            "see `docs/OPERATIONS.md`"),
+    Setting("BACKBEAT_LOG_LEVEL", "log_level", _log_level, "INFO",
+            "least severe log record written: `DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`"),
 )
 
 #: the :class:`Settings` fields no single variable fills, and what they are made of
@@ -322,6 +347,8 @@ class Settings:
     provider_webhook_key: Secret = _DEFAULT["provider_webhook_key"]
     visibility_timeout_s: float = _DEFAULT["visibility_timeout_s"]
     polls_share_submit_window: bool = _DEFAULT["polls_share_submit_window"]
+    log_format: str = _DEFAULT["log_format"]
+    log_level: str = _DEFAULT["log_level"]
 
     def deadline_s(self, job_type: str) -> float:
         """Seconds a job of ``job_type`` may take before it expires."""

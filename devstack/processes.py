@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -16,6 +17,8 @@ from typing import Any
 
 import requests
 from redis import Redis
+
+from ..config.celery import QUEUES
 
 
 def free_port() -> int:
@@ -189,11 +192,41 @@ def celery_argv(*args: str) -> list[str]:
     return [venv_bin("celery"), "-A", "backbeat.workers.app", *args]
 
 
-def worker_argv(name: str, concurrency: int = 4, loglevel: str = "INFO") -> list[str]:
-    """A worker exactly as the Procfile runs it (plus a node name)."""
-    return celery_argv("worker", "-Q", "submit,reconcile", "--prefetch-multiplier", "1",
+def worker_argv(name: str, concurrency: int = 4, loglevel: str = "INFO",
+                queues: Sequence[str] = QUEUES) -> list[str]:
+    """A worker exactly as the Procfile runs it (plus a node name): by default its ``worker``
+    line, every queue; ``queues`` narrows it to a pool's (``("submit",)``: ``worker-submit``)."""
+    return celery_argv("worker", "-Q", ",".join(queues), "--prefetch-multiplier", "1",
                        "--concurrency", str(concurrency), "-l", loglevel, "-n", f"{name}@%h",
                        "--without-mingle", "--without-gossip")
+
+
+def flower_argv(port: int, address: str = "127.0.0.1") -> list[str]:
+    """Flower as the Procfile runs it, on ``address:port``. Its login comes from the
+    environment, as in production: ``FLOWER_BASIC_AUTH=user:password`` (Flower's own variable)."""
+    return celery_argv("flower", f"--port={port}", f"--address={address}",
+                       "--purge_offline_workers=300")
+
+
+def read_procfile(path: Path) -> dict[str, str]:
+    """Process name -> command line, as honcho reads a Procfile (``name: command`` lines)."""
+    lines = (re.match(r"^([A-Za-z0-9_-]+):\s*(.+)$", line)
+             for line in path.read_text().splitlines())
+    return {m[1]: m[2] for m in lines if m}
+
+
+def procfile_command(procfile: Path, name: str, env: dict[str, str],
+                     *extra: str) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment that run process ``name`` of ``procfile`` the way the container
+    image does: through ``deploy/backbeat-run`` beside it (the line run by sh, exec'd), with
+    this interpreter's scripts first on PATH and ``extra`` appended to the line."""
+    if name not in read_procfile(procfile):
+        raise KeyError(f"no process {name!r} in {procfile}")
+    runner = procfile.parent / "deploy" / "backbeat-run"
+    bin_dir = str(Path(sys.executable).parent)
+    run_env = {**env, "PROCFILE": str(procfile),
+               "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', os.defpath)}"}
+    return ["/bin/sh", str(runner), name, *extra], run_env
 
 
 def beat_argv(schedule_path: Path, loglevel: str = "INFO") -> list[str]:

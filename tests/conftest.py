@@ -144,7 +144,7 @@ def web_server(redis_server: Proc) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def celery_worker_proc(redis_server: Proc, run_dir: Path) -> Iterator[Proc]:
-    """A real Celery worker (the Procfile's command line) consuming submit and reconcile."""
+    """A real Celery worker (the Procfile's command line) consuming every queue."""
     proc = Proc.start("worker", worker_argv("t1", concurrency=4), dict(os.environ), run_dir)
     proc.wait_for_log("ready.", WAIT_S)
     yield proc

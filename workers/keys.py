@@ -22,7 +22,8 @@ Job store (one hash per job, plus indexes; every index entry leaves when the job
     {p}:celery:*            Celery's broker keys (kombu ``global_keyprefix``)
 Limiter (per provider account; every key of an account shares the hash tag ``{<acct>}``):
     {p}:lim:{<acct>}:<purpose>:log   zset grant id -> latest possible arrival in ms
-    {p}:lim:{<acct>}:state           hash AIMD factors, cool-downs, breaker and pause state
+    {p}:lim:{<acct>}:state           hash AIMD factors, cool-downs, breaker and pause state, and
+                                          <purpose>:calls:<outcome> answer counters (metrics)
 """
 
 from __future__ import annotations

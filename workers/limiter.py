@@ -366,13 +366,15 @@ class Limiter:
         return answer, self.report(answer.outcome, grant, answer.retry_after_s)
 
     def _run_report(self, signal: Signal, kind: Kind, grant_id: str, retry_after_ms: int,
-                    jitter_ms: int, pause_reason: str) -> Effect:
+                    jitter_ms: int, outcome: str) -> Effect:
+        """Run report.lua; ``outcome`` (an Outcome value, "" for an unused grant) is counted
+        there as one call (``<purpose>:calls:<outcome>``) and is the reason of a pause."""
         p = self.policy
         return Effect(self._report(
             keys=[self.state_key, self.log_key],
             args=[self.purpose, signal, kind, self.rate.limit, p.beta, 1 / self.rate.limit,
                   p.cooldown_ms, retry_after_ms, jitter_ms, p.breaker_base_ms,
-                  p.breaker_cap_ms, pause_reason, p.pause_probe_ms, grant_id],
+                  p.breaker_cap_ms, outcome, p.pause_probe_ms, grant_id],
         ))
 
     def release(self, grant: Grant | None) -> None:

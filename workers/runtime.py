@@ -35,7 +35,7 @@ class Runtime:
     @cached_property
     def store(self) -> JobStore:
         retention_ms = int(self.settings.retention_days * 86_400_000)
-        return JobStore(self.redis, self.keys, retention_ms=retention_ms)
+        return JobStore(self.redis, self.keys, retention_ms=retention_ms, account=self.account)
 
     @cached_property
     def leases(self) -> Leases:

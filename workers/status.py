@@ -1,11 +1,29 @@
 """Read-only figures for operators: limiter and backlog state of one provider account, and
-the Prometheus metrics (``GET /v1/limiter``, ``GET /metrics``, ``backbeat limiter``)."""
+the Prometheus metrics (``GET /v1/limiter``, ``GET /metrics``, ``backbeat limiter``).
+
+Every metric is read from Redis when it is scraped (:class:`RedisCollector`), never kept in
+the process: the counters live in Redis, where every worker process on every machine adds to
+them (``report.lua`` counts each provider answer in the account's state hash), so any ``web``
+process answers the same figures for the whole fleet. The list, with each metric's meaning, is
+in docs/OPERATIONS.md ("Metrics") and in the HELP text below.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from typing import Any
 
+from prometheus_client import generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from ..config.celery import celery_config
+from ..provider.profiles import Outcome
+from .limiter import Limiter, effective_limit
+from .redis_conn import server_ms
 from .runtime import Runtime
+from .states import ORDER
 from .store import DUPLICATES
 
 
@@ -30,18 +48,207 @@ def limiter_status(rt: Runtime) -> dict[str, Any]:
         },
     }
 
+#: pause reasons always exported by ``backbeat_paused`` (0 unless current): a manual pause,
+#: and the answers that pause submissions (report.lua's signal "paused")
+PAUSE_REASONS = ("manual", Outcome.CREDITS.value, Outcome.UNAUTHORIZED.value,
+                 Outcome.NOT_FOUND.value)
+#: a call counter in the account's state hash, written by report.lua
+_CALLS_FIELD = re.compile(r"^(?P<purpose>[a-z_]+):calls:(?P<outcome>[a-z_]+)$")
 
-def metrics_text(rt: Runtime) -> str:
-    """Prometheus text format: backlog sizes and duplicate upstream tasks."""
-    keys, redis = rt.keys, rt.redis
-    dups = int(redis.get(keys.metric(DUPLICATES)) or 0)
-    lines = [
-        "# TYPE backbeat_jobs_queued gauge", f"backbeat_jobs_queued {redis.zcard(keys.queued)}",
-        "# TYPE backbeat_jobs_in_flight gauge",
-        f"backbeat_jobs_in_flight {redis.zcard(keys.poll)}",
-        "# TYPE backbeat_jobs_uncertain gauge",
-        f"backbeat_jobs_uncertain {redis.zcard(keys.uncertain)}",
-        "# TYPE backbeat_duplicate_upstream_tasks_total counter",
-        f"backbeat_duplicate_upstream_tasks_total {dups}",
-    ]
-    return "\n".join(lines) + "\n"
+
+def queue_lists(rt: Runtime) -> dict[str, list[str]]:
+    """Every declared Celery queue (config/celery.py) -> the broker lists that hold it: kombu
+    names a queue's list ``<prefix>:celery:<queue>`` and keeps one more per priority step past
+    0 (the same steps as ``Keys.submit_queues``)."""
+    keys = rt.keys
+    out: dict[str, list[str]] = {}
+    for queue in celery_config(rt.settings)["task_queues"]:
+        base = f"{keys.prefix}:celery:{queue.name}"
+        out[queue.name] = [name.replace(keys.submit_queue, base, 1)
+                           for name in keys.submit_queues]
+    return out
+
+
+def buckets(rt: Runtime) -> list[Limiter]:
+    """The account's limiter buckets, one per purpose (one only when polls share the submit
+    window: the poll limiter is then the submit bucket, and its calls count as ``submit``)."""
+    out: list[Limiter] = []
+    for lim in (rt.submit_limiter, rt.poll_limiter):
+        if all(lim.purpose != b.purpose for b in out):
+            out.append(lim)
+    return out
+
+
+class RedisCollector(Collector):
+    """Prometheus collector: every family read from Redis at scrape time (two round trips:
+    the server's clock, then one pipeline)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.queues = queue_lists(rt)
+
+    def collect(self) -> Iterator[Metric]:
+        rt = self.rt
+        keys, redis, account = rt.keys, rt.redis, rt.account
+        lims = buckets(rt)
+        now_ms = server_ms(redis)
+        pipe = redis.pipeline(transaction=False)
+        for index in keys.state_indexes:
+            pipe.zcard(index)
+        for lists in self.queues.values():
+            for name in lists:
+                pipe.llen(name)
+        pipe.zcard(keys.parked)
+        pipe.zcard(keys.uncertain)
+        pipe.zcard(keys.poll)
+        pipe.zrange(keys.poll, 0, 0, withscores=True)
+        pipe.get(keys.metric(DUPLICATES))
+        pipe.hgetall(keys.limiter_state(account))
+        for lim in lims:  # the calls the window holds now, as Limiter.state() counts them
+            pipe.zcount(lim.log_key, now_ms - lim.window_ms + 1, "+inf")
+        replies = iter(pipe.execute())
+
+        jobs = GaugeMetricFamily("backbeat_jobs", "Jobs in each state (the per-state indexes).",
+                                 labels=["state"])
+        for state in ORDER:
+            jobs.add_metric([state.value], next(replies))
+        yield jobs
+
+        depth = GaugeMetricFamily(
+            "backbeat_queue_depth",
+            "Messages waiting in each Celery queue's broker lists (all priority steps).",
+            labels=["queue"])
+        for queue, lists in self.queues.items():
+            depth.add_metric([queue], sum(next(replies) for _ in lists))
+        yield depth
+
+        for name, what in (("parked", "Queued jobs parked until a time (limiter refusal, "
+                                      "pause, breaker, retry backoff)."),
+                           ("uncertain", "Jobs whose submit answer was lost, waiting out "
+                                         "their grace period."),
+                           ("in_flight", "Jobs with an upstream task on the poll schedule.")):
+            yield GaugeMetricFamily(f"backbeat_{name}_jobs", what, value=next(replies))
+
+        oldest = next(replies)
+        lag_ms = max(0, now_ms - int(oldest[0][1])) if oldest else 0
+        yield GaugeMetricFamily(
+            "backbeat_reconcile_lag_seconds",
+            "How far the poll schedule is behind: now minus the time of the oldest due poll "
+            "(0 when none is due).", value=lag_ms / 1000)
+
+        yield CounterMetricFamily(
+            "backbeat_duplicate_upstream_tasks",
+            "Second upstream tasks seen for a job (recorded on the job; a paid duplicate).",
+            value=int(next(replies) or 0))
+
+        raw: dict[str, str] = next(replies)
+        window_calls = [next(replies) for _ in lims]
+        yield from self._limiter(account, lims, raw, window_calls, now_ms)
+
+    def _limiter(self, account: str, lims: list[Limiter], raw: dict[str, str],
+                 window_calls: list[int], now_ms: int) -> Iterator[Metric]:
+        ab = ["account", "purpose"]
+        calls = CounterMetricFamily(
+            "backbeat_provider_calls",
+            "Provider calls answered (or given up on), by outcome; counted by report.lua.",
+            labels=["account", "purpose", "outcome"])
+        counted: dict[tuple[str, str], int] = {
+            (lim.purpose, o.value): 0 for lim in lims for o in Outcome}
+        for field, value in raw.items():
+            m = _CALLS_FIELD.match(field)
+            if m:
+                counted[(m["purpose"], m["outcome"])] = int(value)
+        for (purpose, outcome), n in counted.items():
+            calls.add_metric([account, purpose, outcome], n)
+        yield calls
+
+        fams = {
+            "limit": GaugeMetricFamily("backbeat_limit", "Configured N of the rule N/W.",
+                                       labels=ab),
+            "window": GaugeMetricFamily("backbeat_limit_window_seconds",
+                                        "Configured W of the rule N/W, in seconds.",
+                                        labels=ab),
+            "eff": GaugeMetricFamily(
+                "backbeat_effective_limit",
+                "Calls a window may hold now: floor(N * throttle factor), at least 1.",
+                labels=ab),
+            "used": GaugeMetricFamily(
+                "backbeat_window_calls",
+                "Calls the limiter counts in the window ending now (answered or in flight).",
+                labels=ab),
+            "factor": GaugeMetricFamily(
+                "backbeat_throttle_factor",
+                "AIMD factor (1 = full rate; cut on a throttle, grows back on success).",
+                labels=ab),
+            "cool": GaugeMetricFamily("backbeat_cooldown_seconds",
+                                      "Seconds left of the shared cool-down after a throttle.",
+                                      labels=ab),
+            "throttles": CounterMetricFamily("backbeat_throttles",
+                                             "Throttle answers reported.", labels=ab),
+            "cuts": CounterMetricFamily(
+                "backbeat_rate_cuts",
+                "Multiplicative cuts of the factor (at most one per cool-down).", labels=ab),
+        }
+        for lim, used in zip(lims, window_calls, strict=True):
+            p = lim.purpose
+            factor = float(raw.get(f"{p}:factor") or 1)
+            cool = int(float(raw.get(f"{p}:cooldown_until") or 0))
+            for name, value in (
+                    ("limit", lim.rate.limit), ("window", lim.rate.window_ms / 1000),
+                    ("eff", effective_limit(lim.rate.limit, factor)), ("used", used),
+                    ("factor", factor), ("cool", max(0, cool - now_ms) / 1000),
+                    ("throttles", int(raw.get(f"{p}:throttles") or 0)),
+                    ("cuts", int(raw.get(f"{p}:cuts") or 0))):
+                fams[name].add_metric([account, p], value)
+        yield from fams.values()
+
+        is_open = raw.get("breaker") == "open"
+        half_open = is_open and now_ms >= int(float(raw.get("breaker:until") or 0))
+        yield _gauge("backbeat_breaker_open",
+                     "1 while the 455 breaker is open (half-open included: only its probe may "
+                     "call).", account, int(is_open))
+        yield _gauge("backbeat_breaker_half_open",
+                     "1 while the breaker's open time is over and its probe is due or out.",
+                     account, int(half_open))
+        trips = CounterMetricFamily("backbeat_breaker_trips", "Times the 455 breaker opened.",
+                                    labels=["account"])
+        trips.add_metric([account], int(raw.get("breaker:trips") or 0))
+        yield trips
+
+        reason = raw.get("pause") or ""
+        paused = GaugeMetricFamily(
+            "backbeat_paused",
+            "1 for the reason submissions are paused now (manual, credits, unauthorized, "
+            "not_found), 0 for the others.", labels=["account", "reason"])
+        for r in (*PAUSE_REASONS, *([reason] if reason and reason not in PAUSE_REASONS
+                                    else [])):
+            paused.add_metric([account, r], int(r == reason))
+        yield paused
+        since = int(float(raw.get("pause:since") or 0))
+        held = GaugeMetricFamily("backbeat_pause_seconds",
+                                 "Seconds the current pause has lasted (0 when not paused).",
+                                 labels=["account"])
+        if not reason:
+            held.add_metric([account], 0)
+        elif since:
+            held.add_metric([account], max(0, now_ms - since) / 1000)
+        yield held
+
+
+def _gauge(name: str, documentation: str, account: str, value: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=["account"])
+    family.add_metric([account], value)
+    return family
+
+
+def metrics_registry(rt: Runtime) -> CollectorRegistry:
+    """A registry of its own (not the process-global one) holding the Redis collector."""
+    registry = CollectorRegistry()
+    registry.register(RedisCollector(rt))
+    return registry
+
+
+def metrics_text(rt: Runtime, registry: CollectorRegistry | None = None) -> bytes:
+    """The Prometheus text exposition (``prometheus_client.CONTENT_TYPE_LATEST``), read from
+    Redis now."""
+    return generate_latest(registry or metrics_registry(rt))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,8 @@ from .job import Job
 from .keys import Keys
 from .redis_conn import server_ms
 from .states import JobState, Mode
+
+log = logging.getLogger(__name__)
 
 #: approximate cap of the events stream (XADD MAXLEN ~)
 EVENTS_MAXLEN = 100_000
@@ -46,10 +49,13 @@ def fingerprint(job_type: str, params: dict[str, Any], notify_url: str | None) -
 class JobStore:
     """Reads and writes job records; every state change goes through ``transition.lua``."""
 
-    def __init__(self, redis: Redis, keys: Keys, retention_ms: int = DEFAULT_RETENTION_MS) -> None:
+    def __init__(self, redis: Redis, keys: Keys, retention_ms: int = DEFAULT_RETENTION_MS,
+                 account: str = "") -> None:
         self.redis = redis
         self.keys = keys
         self.retention_ms = retention_ms
+        #: the provider account (anonymised) named in each transition's log line
+        self.account = account
         self._create = scripts.register(redis, "create_job")
         self._transition = scripts.register(redis, "transition")
         self._annotate = scripts.register(redis, "annotate")
@@ -133,7 +139,15 @@ class JobStore:
                   mode.value, "" if park_delay_ms is None else max(0, int(park_delay_ms)),
                   *flat],
         )
-        return Transition(applied == 1, JobState(before) if before else None)
+        result = Transition(applied == 1, JobState(before) if before else None)
+        if result.applied:  # one line per applied move; a refused one logs nothing
+            origin = result.before.value if result.before else ""
+            context = {"job": job_id, "from": origin, "to": to.value, "reason": reason}
+            if self.account:
+                context["account"] = self.account
+            log.info("job %s %s -> %s (%s)%s", job_id, origin, to.value, reason,
+                     f" account {self.account}" if self.account else "", extra=context)
+        return result
 
     def _merged_tracks(self, job_id: str, new: Any) -> str:
         """The tracks a transition writes: the job's stored tracks completed with ``new`` (JSON

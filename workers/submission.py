@@ -95,7 +95,9 @@ def hand_over(rt: Runtime, job_id: str) -> None:
 def record_answer(rt: Runtime, job_id: str, attempt_id: str, answer: Answer) -> Step | None:
     """Apply one provider answer; None means 'throttled: wait for a token and try again now'."""
     store, outcome = rt.store, answer.outcome
-    log.info("job %s attempt %s: %s (code %s)", job_id, attempt_id, outcome.value, answer.code)
+    log.info("job %s attempt %s: %s (code %s)", job_id, attempt_id, outcome.value, answer.code,
+             extra={"job": job_id, "account": rt.account, "attempt": attempt_id,
+                    "outcome": outcome.value, "code": answer.code})
     if outcome is Outcome.ACCEPTED:
         moved = store.transition(
             job_id, JobState.SUBMITTED, "provider accepted", require_attempt=attempt_id,

@@ -125,6 +125,8 @@ def test_pause_on_credits_keeps_every_job_and_resume_lifts_it(fleet, sim, redis)
     assert sim.stats()["accepted"] == 15 and sim.stats()["duplicates_by_title"] == 0
 
 
+# 40 s of a 2-core CI's 15 minutes: in make test-all; make bench measures the same cost
+@pytest.mark.slow
 def test_a_paused_backlog_costs_redis_almost_nothing(fleet, sim, run_dir):
     """Given a paused account, expect the whole fleet (2 workers, beat) to cost Redis the same
     commands and the same CPU time per second with 20,000 parked jobs as with none: real job

@@ -2,7 +2,7 @@
 --
 -- Call: EVALSHA sha 2 state log  purpose signal kind limit beta min_factor cooldown_ms
 --                                 retry_after_ms jitter_ms breaker_base_ms breaker_cap_ms
---                                 pause_reason pause_probe_ms grant_id
+--                                 outcome pause_probe_ms grant_id
 -- KEYS[1] state  hash  the account's limiter state (see acquire.lua)
 -- KEYS[2] log    zset  the bucket's grant log: the answered call's entry is lowered to now
 --                      (its request reached the provider before the answer came back); an
@@ -19,7 +19,12 @@
 -- ARGV[8] retry_after_ms  the provider's Retry-After in ms, or 0
 -- ARGV[9] jitter_ms    random extra for cool-down / breaker time, chosen by the caller
 -- ARGV[10] breaker_base_ms, ARGV[11] breaker_cap_ms: open time base * 2^(opens-1), capped
--- ARGV[12] pause_reason  "credits" | "unauthorized" | "not_found" (with signal "paused")
+-- ARGV[12] outcome     the answer's Outcome (provider/profiles.py: "accepted", "throttled",
+--                      "maintenance", "credits", ...; with signal "paused" it is the pause
+--                      reason: "credits" | "unauthorized" | "not_found"); every answered call
+--                      adds 1 to the state field "<purpose>:calls:<outcome>" (the Prometheus
+--                      counter backbeat_provider_calls_total, workers/status.py); "" with
+--                      signal "unused" (no call was made, nothing is counted)
 -- ARGV[13] pause_probe_ms  time until a paused account is probed again
 -- ARGV[14] grant_id    the grant this call used ("" when unknown)
 -- Returns the effect: "none" | "cut" | "cooldown" | "raised" | "opened" | "closed" | "paused" |
@@ -37,7 +42,7 @@ local retry_after_ms = tonumber(ARGV[8])
 local jitter_ms = tonumber(ARGV[9])
 local breaker_base_ms = tonumber(ARGV[10])
 local breaker_cap_ms = tonumber(ARGV[11])
-local pause_reason = ARGV[12]
+local outcome = ARGV[12]
 local pause_probe_ms = tonumber(ARGV[13])
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -50,6 +55,8 @@ if signal == 'unused' then
   return 'none'
 end
 if ARGV[14] ~= '' then redis.call('ZADD', KEYS[2], 'XX', 'LT', now_ms, ARGV[14]) end
+-- one provider call answered (or given up on): counted here, once per call, fleet-wide
+if outcome ~= '' then redis.call('HINCRBY', K, purpose .. ':calls:' .. outcome, 1) end
 
 if signal == 'up' then
   local effect = 'none'
@@ -110,7 +117,7 @@ if signal == 'paused' then
   local current = redis.call('HGET', K, 'pause') or ''
   if current ~= '' and kind ~= 'pause_probe' then return 'none' end
   if current == '' then redis.call('HSET', K, 'pause:since', now_ms) end
-  redis.call('HSET', K, 'pause', pause_reason, 'pause:auto', '1',
+  redis.call('HSET', K, 'pause', outcome, 'pause:auto', '1',
              'pause:probe_at', now_ms + pause_probe_ms + jitter_ms, 'pause:probe_until', 0)
   return 'paused'
 end
