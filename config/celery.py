@@ -28,6 +28,12 @@ ROUTES: dict[str, str] = {
 }
 
 
+def broker_prefix(key_prefix: str) -> str:
+    """What kombu puts before every broker key (``global_keyprefix``): Celery's keys live
+    beside backbeat's under the same prefix (workers/keys.py reads them as data)."""
+    return f"{key_prefix}:celery:"
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery settings mapping, one comment per key."""
     # a Sentinel URL (either spelling, config/redis_urls.py) becomes kombu's ``sentinel://``
@@ -38,7 +44,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     # Redis), so kombu redelivers only messages whose worker was lost
     transport = {
         "visibility_timeout": int(settings.visibility_timeout_s),
-        "global_keyprefix": f"{settings.key_prefix}:celery:",
+        "global_keyprefix": broker_prefix(settings.key_prefix),
         **sentinel_options,
     }
     return {

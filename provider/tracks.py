@@ -16,7 +16,7 @@ sends is kept, under one snake_case name; a few known ones get a fixed name:
 ``source_*`` URLs a poll does not, and neither overwrites the other's fields with nothing.
 
 ``FIELDS`` is the one definition of a track's known fields: the provider spellings each is read
-from here, and the type and description the API documents (workers/schemas.py builds its
+from here, and the type and description the API documents (workers/job.py builds its
 ``TrackOut`` schema from it).
 """
 

@@ -120,15 +120,22 @@ def rescue_lost_messages(rt: Runtime) -> int:
     waiting in the broker, not delivered, no worker's lease, not parked, not in the outbox) are
     parked, so the pump sends them again. kombu's Redis transport pops a message before it
     records it as unacked: a node or Redis dying in between drops it, and rescue_stranded would
-    find it only after a visibility timeout. The broker is read only while its submit queue is
-    short (BROKER_SCAN_MOST); a spare message is harmless (a submit claims only from queued)."""
-    in_broker = broker.submit_job_ids(rt.redis, rt.keys, BROKER_SCAN_MOST)
+    find it only after a visibility timeout. Each queued entry is examined once, when it turns a
+    minute old (a cursor), so a run costs O(newly old entries), not O(backlog). The broker is
+    read only while its submit queue is short (BROKER_SCAN_MOST); behind a longer one the cursor
+    waits. A spare message is harmless: a submit claims a job only from ``queued`` (one that
+    finds it ``submitting`` marks it uncertain, and the attempt in flight clears that)."""
+    in_broker = broker.submit_job_ids(rt.broker_redis, rt.keys, BROKER_SCAN_MOST)
     if in_broker is None:
         return 0
     k = rt.keys
-    old = rt.redis.zrangebyscore(k.queued, "-inf", rt.store.now_ms() - LOST_AFTER_MS,
-                                 start=0, num=BATCH)
-    ids = [job_id for job_id in old if job_id not in in_broker]
+    start = rt.redis.get(k.lost_cursor)
+    cutoff = rt.store.now_ms() - LOST_AFTER_MS
+    entries = rt.redis.zrangebyscore(k.queued, f"({start}" if start else "-inf", cutoff,
+                                     start=0, num=BATCH, withscores=True)
+    # a full batch may have cut a run of equal scores: the last score is read again next time
+    rt.redis.set(k.lost_cursor, cutoff if len(entries) < BATCH else int(entries[-1][1]) - 1)
+    ids = [job_id for job_id, _ in entries if job_id not in in_broker]
     if not ids:
         return 0
     pipe = rt.redis.pipeline(transaction=False)

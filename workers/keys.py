@@ -16,6 +16,7 @@ Job store (one hash per job, plus indexes; every index entry leaves when the job
     {p}:leases              zset   job id -> ms the lease of the worker node holding it ends
     {p}:lease-holders       hash   job id -> "<node> <broker delivery tag>" holding its message
     {p}:rescue-cursor       string ms up to which queued jobs were checked for a lost message
+    {p}:lost-cursor         string the same, for the check against the broker's messages
     {p}:pump-lease          string the one pump filling the queue now (a short redis-py lock)
     {p}:metrics:{name}      string counters (duplicate upstream tasks, ...)
     {p}:dev-secret          string the secret every dev process shares when BACKBEAT_SECRET is unset
@@ -30,6 +31,9 @@ from __future__ import annotations
 
 import hashlib
 
+from kombu.transport.redis import PRIORITY_STEPS
+
+from ..config.celery import broker_prefix
 from .states import ORDER
 
 #: how kombu's Redis transport names the list of a queue's priority step (``Channel.sep``)
@@ -79,6 +83,10 @@ class Keys:
         return f"{self.prefix}:rescue-cursor"
 
     @property
+    def lost_cursor(self) -> str:
+        return f"{self.prefix}:lost-cursor"
+
+    @property
     def deadline(self) -> str:
         return f"{self.prefix}:deadline"
 
@@ -113,23 +121,27 @@ class Keys:
     def metric(self, name: str) -> str:
         return f"{self.prefix}:metrics:{name}"
 
+    def queue_lists(self, queue: str) -> list[str]:
+        """Every broker list of a Celery queue: kombu keeps one per priority step (0, 3, 6, 9;
+        ``queue\\x06\\x16<step>`` past 0) and pops them in that order."""
+        base = f"{broker_prefix(self.prefix)}{queue}"
+        return [base] + [f"{base}{KOMBU_PRIORITY_SEP}{step}" for step in PRIORITY_STEPS[1:]]
+
     @property
     def submit_queue(self) -> str:
         """The broker list of the ``submit`` queue's front of the line (priority 0: jobs the
-        pump woke), served before the rest (kombu key prefix + queue name)."""
-        return f"{self.prefix}:celery:submit"
+        pump woke), served before the rest."""
+        return self.submit_queues[0]
 
     @property
     def submit_queues(self) -> list[str]:
-        """Every broker list of the ``submit`` queue: kombu keeps one per priority step
-        (0, 3, 6, 9; ``queue\\x06\\x16<step>`` past 0) and pops them in that order."""
-        return [self.submit_queue] + [f"{self.submit_queue}{KOMBU_PRIORITY_SEP}{step}"
-                                      for step in (3, 6, 9)]
+        """Every broker list of the ``submit`` queue (queue_lists)."""
+        return self.queue_lists("submit")
 
     @property
     def unacked(self) -> str:
         """kombu's hash of delivered, not yet acked messages (delivery tag -> message)."""
-        return f"{self.prefix}:celery:unacked"
+        return f"{broker_prefix(self.prefix)}unacked"
 
     @property
     def dev_secret(self) -> str:

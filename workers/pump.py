@@ -65,4 +65,4 @@ def wake_budget(rt: Runtime) -> int:
         return 0
     if gate.probe_due:
         return 1
-    return max(0, gate.effective_limit - rt.redis.llen(rt.keys.submit_queue))
+    return max(0, gate.effective_limit - rt.broker_redis.llen(rt.keys.submit_queue))

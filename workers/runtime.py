@@ -29,6 +29,14 @@ class Runtime:
         return client(self.settings.redis_url)
 
     @cached_property
+    def broker_redis(self) -> Redis:
+        """The broker's Redis (BACKBEAT_BROKER_URL), read as data (queue lengths, messages):
+        the job store's client when both are the same URL."""
+        if self.settings.broker_url == self.settings.redis_url:
+            return self.redis
+        return client(self.settings.broker_url)
+
+    @cached_property
     def keys(self) -> Keys:
         return Keys(self.settings.key_prefix)
 

@@ -42,7 +42,7 @@ def limiter_status(rt: Runtime) -> dict[str, Any]:
         "backlog": {
             "queued": redis.zcard(keys.queued),
             "parked": redis.zcard(keys.parked),
-            "in_broker": sum(redis.llen(q) for q in keys.submit_queues),
+            "in_broker": sum(rt.broker_redis.llen(q) for q in keys.submit_queues),
             "in_flight": redis.zcard(keys.poll),
             "uncertain": redis.zcard(keys.uncertain),
         },
@@ -57,16 +57,10 @@ _CALLS_FIELD = re.compile(r"^(?P<purpose>[a-z_]+):calls:(?P<outcome>[a-z_]+)$")
 
 
 def queue_lists(rt: Runtime) -> dict[str, list[str]]:
-    """Every declared Celery queue (config/celery.py) -> the broker lists that hold it: kombu
-    names a queue's list ``<prefix>:celery:<queue>`` and keeps one more per priority step past
-    0 (the same steps as ``Keys.submit_queues``)."""
-    keys = rt.keys
-    out: dict[str, list[str]] = {}
-    for queue in celery_config(rt.settings)["task_queues"]:
-        base = f"{keys.prefix}:celery:{queue.name}"
-        out[queue.name] = [name.replace(keys.submit_queue, base, 1)
-                           for name in keys.submit_queues]
-    return out
+    """Every declared Celery queue (config/celery.py) -> the broker lists that hold it
+    (``Keys.queue_lists``: one per priority step)."""
+    return {queue.name: rt.keys.queue_lists(queue.name)
+            for queue in celery_config(rt.settings)["task_queues"]}
 
 
 def buckets(rt: Runtime) -> list[Limiter]:
@@ -95,9 +89,6 @@ class RedisCollector(Collector):
         pipe = redis.pipeline(transaction=False)
         for index in keys.state_indexes:
             pipe.zcard(index)
-        for lists in self.queues.values():
-            for name in lists:
-                pipe.llen(name)
         pipe.zcard(keys.parked)
         pipe.zcard(keys.uncertain)
         pipe.zcard(keys.poll)
@@ -107,6 +98,11 @@ class RedisCollector(Collector):
         for lim in lims:  # the calls the window holds now, as Limiter.state() counts them
             pipe.zcount(lim.log_key, now_ms - lim.window_ms + 1, "+inf")
         replies = iter(pipe.execute())
+        broker = rt.broker_redis.pipeline(transaction=False)  # BACKBEAT_BROKER_URL's Redis
+        for lists in self.queues.values():
+            for name in lists:
+                broker.llen(name)
+        lengths = iter(broker.execute())
 
         jobs = GaugeMetricFamily("backbeat_jobs", "Jobs in each state (the per-state indexes).",
                                  labels=["state"])
@@ -119,7 +115,7 @@ class RedisCollector(Collector):
             "Messages waiting in each Celery queue's broker lists (all priority steps).",
             labels=["queue"])
         for queue, lists in self.queues.items():
-            depth.add_metric([queue], sum(next(replies) for _ in lists))
+            depth.add_metric([queue], sum(next(lengths) for _ in lists))
         yield depth
 
         for name, what in (("parked", "Queued jobs parked until a time (limiter refusal, "

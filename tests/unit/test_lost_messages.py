@@ -4,6 +4,7 @@ it again; a job whose message is anywhere is left alone. Real Redis, real kombu 
 
 import json
 import os
+import time
 
 import pytest
 
@@ -55,3 +56,29 @@ def test_a_long_broker_queue_is_not_read(rt, monkeypatch):
         send_submit(rt.settings, f"other-{n}")
     assert housekeeping.rescue_lost_messages(rt) == 0
     assert rt.redis.zcard(rt.keys.parked) == 0
+
+
+def test_each_entry_is_examined_once_when_it_turns_old(rt, monkeypatch):
+    monkeypatch.setattr(housekeeping, "LOST_AFTER_MS", 300)
+    _queued(rt, "later", 0)
+    assert housekeeping.rescue_lost_messages(rt) == 0  # too young yet
+    time.sleep(0.5)
+    assert housekeeping.rescue_lost_messages(rt) == 1
+    rt.redis.zrem(rt.keys.parked, "later")  # (the pump woke it and its message went missing)
+    assert housekeeping.rescue_lost_messages(rt) == 0  # behind the cursor: not read again
+
+
+def test_the_broker_is_read_where_the_broker_is(redis):
+    """BACKBEAT_BROKER_URL on another database: messages waiting there are found there."""
+    for key in redis.scan_iter("lb:*", count=1000):
+        redis.delete(key)
+    store_url = os.environ["BACKBEAT_REDIS_URL"]
+    rt = Runtime(Settings.from_env({**os.environ, "BACKBEAT_KEY_PREFIX": "lb",
+                                    "BACKBEAT_BROKER_URL": store_url.rsplit("/", 1)[0] + "/1"}))
+    rt.broker_redis.delete(*rt.keys.submit_queues, rt.keys.unacked)
+    _queued(rt, "waiting", housekeeping.LOST_AFTER_MS + 1_000)
+    send_submit(rt.settings, "waiting")
+    assert rt.redis.llen(rt.keys.submit_queues[2]) == 0 and rt.broker_redis.llen(
+        rt.keys.submit_queues[2]) == 1
+    assert housekeeping.rescue_lost_messages(rt) == 0
+    rt.broker_redis.delete(*rt.keys.submit_queues)
