@@ -413,19 +413,27 @@ class Limiter:
         """What operators see: effective rate, tokens left, cool-down, breaker, pause."""
         raw = self.redis.hgetall(self.state_key)
         now_ms = server_ms(self.redis)
-        factor = float(raw.get(f"{self.purpose}:factor") or 1)
-        eff = effective_limit(self.rate.limit, factor)
         used = self.redis.zcount(self.log_key, now_ms - self.window_ms + 1, "+inf")
         in_flight = self.redis.zcount(self.log_key, f"({now_ms}", "+inf")  # not answered yet
-        cool = int(raw.get(f"{self.purpose}:cooldown_until") or 0)
-        b_until = int(raw.get("breaker:until") or 0)
+        view = self.view(raw, now_ms, used, in_flight)
+        return {**view, "factor": round(view["factor"], 4)}
+
+    def view(self, raw: dict[str, str], now_ms: int, used: int, in_flight: int
+             ) -> dict[str, Any]:
+        """The figures of :meth:`state` from what it reads: the account's state hash, the
+        Redis time, the calls the window holds and those not answered yet (the metrics
+        collector reads the same in one pipeline for every bucket). ``factor`` unrounded."""
+        factor = float(raw.get(f"{self.purpose}:factor") or 1)
+        eff = effective_limit(self.rate.limit, factor)
+        cool = int(float(raw.get(f"{self.purpose}:cooldown_until") or 0))
+        b_until = int(float(raw.get("breaker:until") or 0))
         fence_end = int(raw.get("fence_at") or 0) + self.window_ms
         return {
             "purpose": self.purpose,
             "rate": str(self.rate),
             "burst": self.burst,
             "effective_limit": eff,
-            "factor": round(factor, 4),
+            "factor": factor,
             "tokens": max(0, eff - used),
             "in_flight": in_flight,
             "cooldown_s": max(0, cool - now_ms) / 1000,

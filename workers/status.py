@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from ..config.celery import celery_config
 from ..provider.profiles import Outcome
-from .limiter import Limiter, effective_limit
+from .limiter import Limiter
 from .redis_conn import server_ms
 from .runtime import Runtime
 from .states import ORDER
@@ -95,8 +95,9 @@ class RedisCollector(Collector):
         pipe.zrange(keys.poll, 0, 0, withscores=True)
         pipe.get(keys.metric(DUPLICATES))
         pipe.hgetall(keys.limiter_state(account))
-        for lim in lims:  # the calls the window holds now, as Limiter.state() counts them
+        for lim in lims:  # what Limiter.state() counts: calls in the window, not answered yet
             pipe.zcount(lim.log_key, now_ms - lim.window_ms + 1, "+inf")
+            pipe.zcount(lim.log_key, f"({now_ms}", "+inf")
         replies = iter(pipe.execute())
         broker = rt.broker_redis.pipeline(transaction=False)  # BACKBEAT_BROKER_URL's Redis
         for lists in self.queues.values():
@@ -138,11 +139,18 @@ class RedisCollector(Collector):
             value=int(next(replies) or 0))
 
         raw: dict[str, str] = next(replies)
-        window_calls = [next(replies) for _ in lims]
-        yield from self._limiter(account, lims, raw, window_calls, now_ms)
+        window_calls, views = [], []
+        for lim in lims:
+            used, in_flight = next(replies), next(replies)
+            window_calls.append(used)
+            views.append(lim.view(raw, now_ms, used, in_flight))
+        yield from self._limiter(account, lims, raw, window_calls, views, now_ms)
 
     def _limiter(self, account: str, lims: list[Limiter], raw: dict[str, str],
-                 window_calls: list[int], now_ms: int) -> Iterator[Metric]:
+                 window_calls: list[int], views: list[dict[str, Any]], now_ms: int
+                 ) -> Iterator[Metric]:
+        """The limiter's families from each bucket's ``Limiter.view`` (the state hash read
+        once); ``raw`` only for the call counters report.lua keeps and the pause's start."""
         ab = ["account", "purpose"]
         calls = CounterMetricFamily(
             "backbeat_provider_calls",
@@ -185,21 +193,17 @@ class RedisCollector(Collector):
                 "backbeat_rate_cuts",
                 "Multiplicative cuts of the factor (at most one per cool-down).", labels=ab),
         }
-        for lim, used in zip(lims, window_calls, strict=True):
-            p = lim.purpose
-            factor = float(raw.get(f"{p}:factor") or 1)
-            cool = int(float(raw.get(f"{p}:cooldown_until") or 0))
+        for lim, used, view in zip(lims, window_calls, views, strict=True):
             for name, value in (
                     ("limit", lim.rate.limit), ("window", lim.rate.window_ms / 1000),
-                    ("eff", effective_limit(lim.rate.limit, factor)), ("used", used),
-                    ("factor", factor), ("cool", max(0, cool - now_ms) / 1000),
-                    ("throttles", int(raw.get(f"{p}:throttles") or 0)),
-                    ("cuts", int(raw.get(f"{p}:cuts") or 0))):
-                fams[name].add_metric([account, p], value)
+                    ("eff", view["effective_limit"]), ("used", used),
+                    ("factor", view["factor"]), ("cool", view["cooldown_s"]),
+                    ("throttles", view["throttles"]), ("cuts", view["cuts"])):
+                fams[name].add_metric([account, lim.purpose], value)
         yield from fams.values()
 
-        is_open = raw.get("breaker") == "open"
-        half_open = is_open and now_ms >= int(float(raw.get("breaker:until") or 0))
+        breaker = views[0]["breaker"]["state"]  # the breaker and the pause are the account's
+        is_open, half_open = breaker != "closed", breaker == "half-open"
         yield _gauge("backbeat_breaker_open",
                      "1 while the 455 breaker is open (half-open included: only its probe may "
                      "call).", account, int(is_open))
@@ -208,10 +212,10 @@ class RedisCollector(Collector):
                      account, int(half_open))
         trips = CounterMetricFamily("backbeat_breaker_trips", "Times the 455 breaker opened.",
                                     labels=["account"])
-        trips.add_metric([account], int(raw.get("breaker:trips") or 0))
+        trips.add_metric([account], views[0]["breaker"]["trips"])
         yield trips
 
-        reason = raw.get("pause") or ""
+        reason = views[0]["pause"]["reason"] or ""
         paused = GaugeMetricFamily(
             "backbeat_paused",
             "1 for the reason submissions are paused now (manual, credits, unauthorized, "
