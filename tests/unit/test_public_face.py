@@ -197,6 +197,8 @@ def test_http_maps_conflicts_to_409(redis, settings):
 
     http = create_app(settings).test_client()
     auth = {"Authorization": "Bearer producer-token-1"}
+    # a worker left running by another test parks the job instead of taking it: it stays queued
+    assert http.post("/v1/limiter/pause", json={"reason": "test"}, headers=auth).status_code == 200
     body = {"type": "add-vocals", "params": VOCALS, "idempotency_key": "face-http"}
     first = http.post("/v1/jobs", json=body, headers=auth)
     assert first.status_code == 202
