@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.deps-stamp
 
-.PHONY: setup demo test test-all bench chaos lint clean
+.PHONY: setup browser demo test test-all bench chaos lint clean
 
 # venv + dependencies + redis-server (installed with apt-get when missing). In CI (CI=true) the
 # package is installed non-editable, so a file missing from the package (a .lua script) fails
@@ -30,12 +30,16 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/backbeat demo
 
+# the browser the status page's test drives (Debian's chromium + chromedriver)
+browser:
+	bash deploy/ensure-browser.sh
+
 # the short form (under 15 min on 2 cores): everything but the tests marked slow
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -m "not slow" -q --durations=15
 
 # everything, the slow tests too (a longer chaos run, the chaos run with the knobs turned)
-test-all: setup
+test-all: setup browser
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -171,10 +171,49 @@ def retry(job_id: str) -> None:
 
 
 @main.command()
-@click.option("--count", type=int, default=0, help="Stop after this many events (0: never).")
-def watch(count: int) -> None:
-    """Follow the transition event stream of every job."""
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              metavar="SECONDS", help="Read the fleet again every SECONDS.")
+@click.option("--once", is_flag=True, help="Print the view once and exit.")
+@click.option("--events", is_flag=True,
+              help="Instead of the view: one line per job transition, as they happen.")
+@click.option("--count", type=click.IntRange(min=0), default=0,
+              help="With --events: stop after this many events (0: never).")
+@click.pass_context
+def watch(ctx: click.Context, interval: float, once: bool, events: bool, count: int) -> None:
+    """Watch the fleet live until Ctrl-C: jobs per state, submit calls in the window against
+    the provider's rule, throttles, breaker, pause, backlog, the latest failures.
+
+    On a terminal the view is redrawn in place; piped, one time-stamped line is printed each
+    time something changes. It reads the Redis of BACKBEAT_REDIS_URL, so it watches any
+    deployment this machine can reach.
+    """
+    from .live import follow, render
+
+    if count and not events:
+        raise click.UsageError("--count counts events: use it with --events")
+    if events and (once or _given(ctx, "interval")):
+        raise click.UsageError("--once and --interval are for the view, not --events")
     client = _client()
+    try:
+        if events:
+            _watch_events(client, count)
+        elif once:
+            from rich.console import Console
+
+            Console().print(render(client.overview()))
+        else:
+            follow(client.overview, interval=interval)
+    except KeyboardInterrupt:  # Ctrl-C is how it ends: quietly, status 0
+        return
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    """Whether option ``name`` was given on the command line (not its default)."""
+    return ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+
+
+def _watch_events(client: Any, count: int) -> None:
+    """Print every transition event from now on (``count`` of them; 0: until interrupted)."""
     seen, last = 0, "$"
     while count == 0 or seen < count:
         for stream_id, ev in client.events(last, block_ms=5000):
@@ -182,6 +221,8 @@ def watch(count: int) -> None:
             seen += 1
             click.echo(f"{ev.get('t')}  {ev.get('job')}  {ev.get('from') or '-'} -> "
                        f"{ev.get('to')}  ({ev.get('reason')})")
+            if seen == count:
+                return
 
 
 @main.group(invoke_without_command=True)

@@ -41,6 +41,7 @@ from ..config.redis_urls import redact
 from ..config.settings import Settings, get_settings
 from ..workers import jobs
 from ..workers.errors import Unavailable, ValidationError, WaitTimeout
+from ..workers.overview import overview
 from ..workers.runtime import Runtime
 from ..workers.states import TERMINAL, JobState
 from ..workers.status import limiter_status
@@ -183,6 +184,13 @@ class Client:
         with self._reaching():
             return limiter_status(self._rt)
 
+    def overview(self) -> dict[str, Any]:
+        """The fleet at a glance (what ``GET /v1/status``, the status page and ``backbeat
+        watch`` show): jobs by state, calls in the submit window against the rule, throttles,
+        breaker, pause, the latest failures and paid duplicates."""
+        with self._reaching():
+            return overview(self._rt)
+
     def pause(self, reason: str = "manual") -> None:
         """Pause submissions fleet-wide (jobs stay queued) until ``resume``."""
         if not isinstance(reason, str) or not reason.strip():
@@ -217,7 +225,7 @@ class Client:
                 yield job
 
     def _stream_tail(self) -> str:
-        last = self._rt.redis.xrevrange(self._rt.keys.events, count=1)
+        last = self._rt.store.latest_events(1)
         return last[0][0] if last else "0-0"
 
     @contextmanager

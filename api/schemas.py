@@ -91,6 +91,8 @@ class BucketOut(Schema):
     effective_limit = fields.Integer()
     factor = fields.Float()
     tokens = fields.Integer()
+    window_calls = fields.Integer(metadata={
+        "description": "calls the window ending now holds (answered or in flight)"})
     in_flight = fields.Integer(metadata={"description": "granted calls not answered yet"})
     cooldown_s = fields.Float()
     cuts = fields.Integer()
@@ -118,6 +120,13 @@ class BacklogOut(Schema):
     uncertain = fields.Integer()
 
 
+class CreditsOut(Schema):
+    balance = fields.Raw(allow_none=True, metadata={
+        "type": "number",
+        "description": "the last balance read (BACKBEAT_CREDITS_INTERVAL), null before one"})
+    read_s_ago = fields.Float(allow_none=True)
+
+
 class LimiterOut(Schema):
     """The account's shared limiter: buckets, breaker, pause and backlog."""
 
@@ -125,6 +134,7 @@ class LimiterOut(Schema):
     provider = fields.String()
     breaker = fields.Nested(BreakerOut)
     pause = fields.Nested(PauseOut)
+    credits = fields.Nested(CreditsOut)
     submit = fields.Nested(BucketOut)
     poll = fields.Nested(BucketOut)
     backlog = fields.Nested(BacklogOut)

@@ -21,14 +21,16 @@ from ..workers.runtime import Runtime
 from .auth import require_token
 from .routes_jobs import jobs_blueprint
 from .routes_ops import callbacks_blueprint, ops_blueprint
+from .routes_status import status_blueprint
 from .schemas import job_request_components
 
 log = logging.getLogger(__name__)
 
 #: largest request body accepted, in bytes
 MAX_BODY_BYTES = 64 * 1024
-#: endpoints open without a bearer token in prod: liveness, and the signed callback URLs
-OPEN_ENDPOINTS = ("ops.healthz", "callbacks.")
+#: endpoints open without a bearer token in prod: liveness, the signed callback URLs, and the
+#: status page's HTML (no data in it: its script reads /v1/status* with the token)
+OPEN_ENDPOINTS = ("ops.healthz", "callbacks.", "status.status_page")
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -54,6 +56,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(jobs_blueprint(rt))
     api.register_blueprint(callbacks_blueprint(rt))
     api.register_blueprint(ops_blueprint(rt))
+    api.register_blueprint(status_blueprint(rt))
     _guards(app, rt)
     _json_errors(app)
     return app

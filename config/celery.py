@@ -11,17 +11,19 @@ from .settings import Settings
 
 #: every queue, in the order the all-queue ``worker`` line lists them (Flower shows these names):
 #: ``submit`` provider create calls (limited, held while waiting for a token); ``reconcile``
-#: record-info polls (limited; a cycle may run for a minute); ``housekeeping`` the pump and
-#: housekeeping (Redis only, short: the pump refills ``submit`` and must never wait behind a
-#: slow call); ``notify`` caller webhooks (a cycle delivers for up to a minute, one delivery to
-#: a receiver that never answers takes up to 40 s). The Procfile's ``worker`` line consumes them
-#: all; its ``worker-<queue>`` pools one each.
+#: record-info polls (limited; a cycle may run for a minute) and the credit balance read (a
+#: provider call through the poll bucket, so not on ``housekeeping``); ``housekeeping`` the
+#: pump and housekeeping (Redis only, short: the pump refills ``submit`` and must never wait
+#: behind a slow call); ``notify`` caller webhooks (a cycle delivers for up to a minute, one
+#: delivery to a receiver that never answers takes up to 40 s). The Procfile's ``worker`` line
+#: consumes them all; its ``worker-<queue>`` pools one each.
 QUEUES: tuple[str, ...] = ("submit", "reconcile", "housekeeping", "notify")
 
 #: the queue of every task; beat's ticks follow these routes too
 ROUTES: dict[str, str] = {
     "backbeat.submit": "submit",
     "backbeat.reconcile": "reconcile",
+    "backbeat.credits": "reconcile",
     "backbeat.pump": "housekeeping",
     "backbeat.housekeep": "housekeeping",
     "backbeat.notify": "notify",
@@ -76,14 +78,18 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "task": f"backbeat.{name}",
                 "schedule": every_s,
                 # a stale tick is useless: drop it rather than pile up behind a busy worker
-                "options": {"expires": max(every_s * 5, 10)},
+                # (a credits tick by the time the next one is sent)
+                "options": {"expires": every_s if name == "credits" else max(every_s * 5, 10)},
             }
             for name, every_s in (
                 ("reconcile", settings.poll_interval_s),
                 ("pump", settings.poll_interval_s),
                 ("notify", settings.poll_interval_s),
                 ("housekeep", max(5.0, settings.poll_interval_s)),
+                # the credit balance (tasks/credits.py); BACKBEAT_CREDITS_INTERVAL=0: no tick
+                ("credits", settings.credits_interval_s),
             )
+            if every_s > 0 or name != "credits"
         },
         "beat_max_loop_interval": 5,
         "timezone": "UTC",

@@ -237,6 +237,9 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds to wait for the provider's answer"),
     Setting("BACKBEAT_POLL_INTERVAL", "poll_interval_s", _number, "2",
             "seconds between reconcile beats"),
+    Setting("BACKBEAT_CREDITS_INTERVAL", "credits_interval_s", _number, "60",
+            "seconds between reads of the account's credit balance (one read fleet-wide, "
+            "through the poll bucket; `backbeat_credits`); 0 disables"),
     Setting("BACKBEAT_RETENTION_DAYS", "retention_days", _number, "14",
             "days a terminal job record is kept"),
     Setting("BACKBEAT_POLL_MIN_DELAY", "poll_min_delay_s", _number, "10",
@@ -331,6 +334,7 @@ class Settings:
     connect_timeout_s: float = _DEFAULT["connect_timeout_s"]
     read_timeout_s: float = _DEFAULT["read_timeout_s"]
     poll_interval_s: float = _DEFAULT["poll_interval_s"]
+    credits_interval_s: float = _DEFAULT["credits_interval_s"]
     retention_days: float = _DEFAULT["retention_days"]
     poll_min_delay_s: float = _DEFAULT["poll_min_delay_s"]
     poll_max_delay_s: float = _DEFAULT["poll_max_delay_s"]

@@ -1,11 +1,19 @@
-"""``backbeat demo``: the whole system on loopback against the simulator, with a small batch."""
+"""``backbeat demo``: the whole system on loopback against the simulator, with a small batch.
+
+It starts Redis, the simulator, web, a worker, beat (and Flower) as child processes, runs the
+batch under the live view (``api/live.py``), then, unless ``--exit``, leaves the system
+running, prints where to look (status page, API, Flower, simulator) and keeps the view going
+until Ctrl-C or SIGTERM. Whatever ends it, every child process is stopped before it exits.
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
+import signal
 import time
-from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -53,8 +61,17 @@ def _params(kind: str, n: int) -> dict:
 @click.option("--timeout", type=float, default=180, show_default=True)
 @click.option("--flower/--no-flower", default=True, show_default=True)
 @click.option("--run-dir", type=click.Path(path_type=Path), default=Path(".run/demo"))
-def demo(count: int, provider: str, timeout: float, flower: bool, run_dir: Path) -> None:
-    """Start redis, simulator, web, worker, beat (and flower); enqueue a batch; watch it finish."""
+@click.option("--exit", "exit_after", is_flag=True,
+              help="Stop everything once the batch is done (else it keeps running until "
+                   "Ctrl-C).")
+def demo(count: int, provider: str, timeout: float, flower: bool, run_dir: Path,
+         exit_after: bool) -> None:
+    """Start redis, simulator, web, worker, beat (and flower); run a batch under the live view;
+    then keep it all running, with the URLs to look at, until Ctrl-C (or SIGTERM).
+
+    Exit status: 0 every job succeeded and the provider key is in no log; 1 otherwise; 130
+    interrupted before the batch was done.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     ports = {name: free_port() for name in ("redis", "sim", "web", "flower")}
     api_key, token = f"demo-key-{secrets.token_hex(8)}", secrets.token_hex(12)
@@ -69,23 +86,27 @@ def demo(count: int, provider: str, timeout: float, flower: bool, run_dir: Path)
         "BACKBEAT_API_TOKENS": token,
         "BACKBEAT_POLL_MIN_DELAY": "3",
         "BACKBEAT_POLL_INTERVAL": "1",
+        "BACKBEAT_CREDITS_INTERVAL": "10",  # the balance shows within seconds
     }
     os.environ.update(env)
     procs: list[Proc] = []
+    ok, batch_done, interrupted = False, False, False
+    # Ctrl-C, and a supervisor's SIGTERM likewise, end the demo through the `finally` below
+    # (SIGINT too is set: a shell starts a background job with it ignored)
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, _interrupt)}
     try:
         click.echo(f"logs in {run_dir}/")
-        procs.append(start_redis(run_dir, ports["redis"]))
-        sim = Proc.start("sim", [venv_bin("backbeat"), "sim", "--port", str(ports["sim"]),
-                                 "--profile", provider, "--stage-seconds", "1"], env, run_dir)
-        procs.append(sim)
-        web = Proc.start("web", web_argv(ports["web"]), env, run_dir)
-        procs.append(web)
-        worker = Proc.start("worker", worker_argv("demo", concurrency=4), env, run_dir)
-        procs.append(worker)
-        procs.append(Proc.start("beat", beat_argv(run_dir / "beat-schedule"), env, run_dir))
+        with _signals_held():  # a child started is a child recorded, hence stopped
+            procs.append(start_redis(run_dir, ports["redis"]))
+        _start(procs, "sim", [venv_bin("backbeat"), "sim", "--port", str(ports["sim"]),
+                              "--profile", provider, "--stage-seconds", "1"], env, run_dir)
+        _start(procs, "web", web_argv(ports["web"]), env, run_dir)
+        worker = _start(procs, "worker", worker_argv("demo", concurrency=4), env, run_dir)
+        _start(procs, "beat", beat_argv(run_dir / "beat-schedule"), env, run_dir)
         if flower:
-            procs.append(Proc.start("flower", celery_argv(
-                "flower", f"--port={ports['flower']}", "--address=127.0.0.1"), env, run_dir))
+            _start(procs, "flower", celery_argv(
+                "flower", f"--port={ports['flower']}", "--address=127.0.0.1"), env, run_dir)
         wait_http(f"http://127.0.0.1:{ports['sim']}/__health")
         wait_http(f"http://127.0.0.1:{ports['web']}/healthz")
         worker.wait_for_log("ready.", 90)
@@ -99,17 +120,99 @@ def demo(count: int, provider: str, timeout: float, flower: bool, run_dir: Path)
                    f"paid twice={stats.get('duplicates_by_title')} "
                    f"max calls in any {stats.get('rate_window_s')} s window="
                    f"{stats.get('max_calls_in_window')} (rule: {stats.get('rate_limit')})")
+        batch_done = True
+        if not exit_after:
+            web_url = f"http://127.0.0.1:{ports['web']}"
+            click.echo("\nthe system keeps running:")
+            click.echo(f"  status page  {web_url}/#token={token}")
+            click.echo(f"  API          {web_url}/openapi.json  (Authorization: Bearer {token})")
+            if flower:
+                click.echo(f"  Flower       http://127.0.0.1:{ports['flower']}")
+            click.echo(f"  simulator    http://127.0.0.1:{ports['sim']}/__stats  ({provider})")
+            click.echo(f"  logs         {run_dir}/")
+            click.echo("Ctrl-C stops everything.")
+            ok = _keep_running(procs) and ok
+    except KeyboardInterrupt:
+        interrupted = not batch_done  # after the batch, Ctrl-C is the way out
     finally:
-        for proc in reversed(procs):
-            proc.stop()
+        _stop_all(procs)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    left = [p.name for p in procs if p.alive()]
+    click.echo(f"stopped {', '.join(p.name for p in reversed(procs)) or 'nothing'}: "
+               + (f"STILL RUNNING: {', '.join(left)}" if left else "nothing left running"))
     leaked = [p.name for p in procs if api_key in p.log_text()]
     click.echo(f"provider key in any process log: {'YES ' + ','.join(leaked) if leaked else 'no'}")
-    if not ok or leaked:
+    if interrupted:
+        raise SystemExit(130)
+    if not ok or leaked or left:
         raise SystemExit(1)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM: end as Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait (KeyboardInterrupt on leaving) while a child is started and
+    recorded. Handlers, not a blocked signal mask: a child inherits the mask, not handlers."""
+    caught: list[int] = []
+    held = {sig: signal.signal(sig, lambda signum, _frame: caught.append(signum))
+            for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def _start(procs: list[Proc], name: str, argv: list[str], env: dict[str, str],
+           run_dir: Path) -> Proc:
+    with _signals_held():
+        proc = Proc.start(name, argv, env, run_dir)
+        procs.append(proc)
+    return proc
+
+
+def _stop_all(procs: list[Proc]) -> None:
+    """Stop every child, newest first; Ctrl-C and SIGTERM are ignored meanwhile (a second
+    Ctrl-C must not leave half of them running)."""
+    ignored = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for proc in reversed(procs):
+            while True:
+                try:
+                    proc.stop()
+                    break
+                except KeyboardInterrupt:  # one raised just before the signals were ignored
+                    continue
+    finally:
+        for sig, handler in ignored.items():
+            signal.signal(sig, handler)
+
+
+def _keep_running(procs: list[Proc]) -> bool:
+    """The live view until Ctrl-C/SIGTERM (True) or until a child exits by itself (False)."""
+    from ..api.client import Client
+    from ..api.live import follow
+
+    try:
+        follow(Client().overview, until=lambda _: any(not p.alive() for p in procs))
+    except KeyboardInterrupt:
+        return True
+    dead = [p for p in procs if not p.alive()]
+    click.echo("exited by itself: " + ", ".join(
+        f"{p.name} (status {p.popen.returncode}, log {p.log_path})" for p in dead))
+    return False
 
 
 def _run_batch(count: int, api: str, token: str, timeout: float) -> bool:
     from ..api.client import Client
+    from ..api.live import follow
 
     client, auth = Client(), {"Authorization": f"Bearer {token}"}
     ids = []
@@ -129,17 +232,10 @@ def _run_batch(count: int, api: str, token: str, timeout: float) -> bool:
         "type": _kind(1), "params": {"uploadUrl": "nope", "styleWeight": 0.123}})
     click.echo(f"an invalid request is refused with {bad.status_code}: "
                f"{bad.json().get('errors', {}).get('json')}")
-    deadline, last = time.monotonic() + timeout, None
-    while True:
-        jobs = [client.get(i) for i in ids]
-        states = Counter(j["state"] for j in jobs)
-        line = "  ".join(f"{k}={v}" for k, v in sorted(states.items()))
-        if line != last:
-            click.echo(f"[{time.strftime('%H:%M:%S')}] {line}")
-            last = line
-        if all(j["state"] in TERMINAL for j in jobs) or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    deadline = time.monotonic() + timeout
+    follow(client.overview, interval=0.5, until=lambda _: time.monotonic() > deadline or all(
+        client.get(i)["state"] in TERMINAL for i in ids))
+    jobs = [client.get(i) for i in ids]
     for job in jobs:
         tracks = len(job["tracks"])
         click.echo(f"  {job['id'][:12]} {job['type']:<16} {job['state']:<10} "

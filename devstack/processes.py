@@ -235,4 +235,5 @@ def beat_argv(schedule_path: Path, loglevel: str = "INFO") -> list[str]:
 
 def web_argv(port: int, workers: int = 2) -> list[str]:
     return [venv_bin("gunicorn"), "backbeat.api.web:create_app()", "--bind",
-            f"127.0.0.1:{port}", "--workers", str(workers), "--access-logfile", "-"]
+            f"127.0.0.1:{port}", "--workers", str(workers), "--worker-class", "gthread",
+            "--threads", "8", "--access-logfile", "-"]

@@ -10,6 +10,7 @@ Warning: the API key is only ever put in the Authorization header; it is never l
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -38,6 +39,15 @@ class Answer:
     task_id: str | None = None
     data: Any = None
     retry_after_s: float | None = None
+
+
+class ProviderError(RuntimeError):
+    """A classified answer other than the one asked for (``answer``: outcome, code, message);
+    raised by the calls that return a value rather than an :class:`Answer`."""
+
+    def __init__(self, answer: Answer) -> None:
+        super().__init__(f"{answer.outcome.value} ({answer.code}): {answer.message}")
+        self.answer = answer
 
 
 class ProviderClient:
@@ -75,6 +85,26 @@ class ProviderClient:
         """GET record-info for one upstream task."""
         return self._call("GET", ENDPOINTS["record-info"], params={"taskId": task_id},
                           idempotent=True)
+
+    def credits_answer(self) -> Answer:
+        """GET the profile's credit endpoint (``credit_path``): accepted, the balance (a
+        number) is ``data``. Classified as record-info is (a read: a timeout is transient);
+        a 200 whose ``data`` is not a number is transient ("answer without a balance")."""
+        answer = self._call("GET", self.profile.credit_path, idempotent=True)
+        if answer.outcome is not Outcome.ACCEPTED:
+            return answer
+        balance = parse_balance(answer.data)
+        if balance is None:
+            return Answer(Outcome.TRANSIENT, answer.code, "answer without a balance",
+                          data=answer.data)
+        return Answer(answer.outcome, answer.code, answer.message, data=balance)
+
+    def credits(self) -> float | int:
+        """The account's credit balance; :class:`ProviderError` carries any other answer."""
+        answer = self.credits_answer()
+        if answer.outcome is not Outcome.ACCEPTED:
+            raise ProviderError(answer)
+        return answer.data
 
     def _call(self, method: str, path: str, idempotent: bool, **kwargs: Any) -> Answer:
         headers = {"Authorization": f"Bearer {self._api_key.reveal()}",
@@ -125,6 +155,21 @@ class ProviderClient:
             if not task_id:  # accepted (maybe charged) but we cannot name the task
                 return Answer(Outcome.UNCERTAIN, code, "accepted without a taskId", data=data)
         return Answer(outcome, code, message or outcome.value, task_id, data, wait)
+
+
+def parse_balance(value: Any) -> float | int | None:
+    """A credit balance as the providers send it (kie: a number, sunoapi: an integer; a
+    numeric string is taken too): an int when whole, else a float; None when not a number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return int(value) if float(value).is_integer() else float(value)
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -61,6 +61,11 @@ _PROBABILITY = click.FloatRange(0.0, 1.0)
               help="Added to every provider answer.")
 @click.option("--tracks", type=click.IntRange(min=1), default=2, show_default=True,
               help="Tracks per task.")
+@click.option("--credits", "credits_balance", type=click.FloatRange(min=0.0),
+              default=SimConfig.credits_balance, show_default=True,
+              help="Starting credit balance of every API key (the credit endpoint).")
+@click.option("--credit-cost", type=click.FloatRange(min=0.0), default=SimConfig.credit_cost,
+              show_default=True, help="Credits one accepted create call costs (0: free).")
 @click.option("--webhook-hmac-key", default="", envvar="BACKBEAT_SIM_WEBHOOK_HMAC_KEY",
               show_default=False, help="Sign callbacks kie-style with this key.")
 @click.option("--http-status-errors", is_flag=True,
@@ -71,8 +76,8 @@ def sim(
     host: str, port: int, profile: str, api_key: str, rate: tuple[int, float],
     stage_seconds: float, fail_rate: float, callback_loss_rate: float,
     server_error_rate: float, accept_timeout_rate: float, drop_rate: float, latency_ms: float,
-    tracks: int, webhook_hmac_key: str, http_status_errors: bool, seed: int | None,
-    verbose: bool,
+    tracks: int, credits_balance: float, credit_cost: float, webhook_hmac_key: str,
+    http_status_errors: bool, seed: int | None, verbose: bool,
 ) -> None:
     """Run the provider simulator (kie.ai or sunoapi.org) until SIGTERM or Ctrl-C."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
@@ -84,7 +89,8 @@ def sim(
             complete_after_s=3 * stage_seconds, fail_rate=fail_rate,
             callback_loss_rate=callback_loss_rate, server_error_rate=server_error_rate,
             accept_timeout_rate=accept_timeout_rate, drop_rate=drop_rate,
-            latency_ms=latency_ms, tracks=tracks, webhook_hmac_key=webhook_hmac_key,
+            latency_ms=latency_ms, tracks=tracks, credits_balance=credits_balance,
+            credit_cost=credit_cost, webhook_hmac_key=webhook_hmac_key,
             http_status_errors=http_status_errors, seed=seed,
         )
     except ValueError as exc:

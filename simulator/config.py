@@ -133,12 +133,13 @@ class SimConfig:
     #: the code of a failing task's error callback and record-info errorCode (e.g. kie 531,
     #: which refunds the task's credits); None: the profile's usual one (kie 501, sunoapi 400)
     fail_code: int | None = None
-    #: every API key's starting balance (GET the profile's credit endpoint); setting it
-    #: refills every key
-    credits_balance: float = 10_000.0
-    #: credits one accepted create call costs its key (0: free); a key whose balance is below
-    #: it is answered the profile's credits code
-    credit_cost: float = 0.0
+    #: every API key's starting balance (GET the profile's credit endpoint; ``balances`` in
+    #: /__stats); setting it refills every key. Large: a run never spends it unless told to
+    credits_balance: float = 10_000_000.0
+    #: credits one accepted create call costs its key (0: free; kie's 531 refunds it); a key
+    #: whose balance is below it is answered the profile's credits code (kie 402, sunoapi
+    #: 429). The providers document a charge per accepted request, not its size: 10 is ours
+    credit_cost: float = 10.0
 
     def __post_init__(self) -> None:
         profile = get_profile(self.profile)

@@ -43,6 +43,7 @@ _COUNTERS = (
     "not_found",
     "forced_codes",
     "credit_checks",
+    "credit_checks_throttled",
     "polls",
     "polls_throttled",
     "polls_unknown_task",
@@ -69,6 +70,16 @@ def window_counts(times: list[float], window_s: float) -> list[int]:
             left += 1
         out.append(right - left + 1)
     return out
+
+
+def _masked(authorization: str) -> str:
+    """A key's name in /__stats: the last 4 characters of its Authorization header."""
+    return f"...{authorization[-4:]}" if authorization else ""
+
+
+def _number(value: float) -> float | int:
+    """A credit amount as JSON shows it: an integer when it is one."""
+    return int(value) if float(value).is_integer() else value
 
 
 def max_in_window(times: list[float], window_s: float) -> int:
@@ -102,6 +113,7 @@ class Ledger:
             self._duplicates = 0
             self._duplicate_titles: list[str] = []
             self._balances: dict[str, float] = {}
+            self._charged = 0.0
 
     def admit_create(self, limit: int, window_s: float) -> tuple[bool, float]:
         """Count a create attempt at the rate check; (admitted?, monotonic time of the check)."""
@@ -126,12 +138,20 @@ class Ledger:
             _prune(polls, now, window_s)
             if len(polls) >= limit:
                 return False
-            if account is not None:
-                _prune(self._window, now, account[1])
-                if len(self._window) >= account[0]:
-                    return False
-                self._window.append(now)
+            if account is not None and not self.admit_account(*account, now=now):
+                return False
             polls.append(now)
+            return True
+
+    def admit_account(self, limit: int, window_s: float, now: float | None = None) -> bool:
+        """Admit one call that is not a create (a poll, a credit check) arriving at ``now``
+        (default: now) into the account's window: False, and nothing taken, when it is full."""
+        with self.lock:
+            now = time.monotonic() if now is None else now
+            _prune(self._window, now, window_s)
+            if len(self._window) >= limit:
+                return False
+            self._window.append(now)
             return True
 
     def balance(self, key: str, start: float) -> float:
@@ -146,6 +166,7 @@ class Ledger:
             if left < cost:
                 return False
             self._balances[key] = left - cost
+            self._charged += cost
             return True
 
     def refill(self) -> None:
@@ -212,7 +233,9 @@ class Ledger:
             return [dict(p) for p in self._polls]
 
     def stats(self, rate_limit: int, rate_window_s: float) -> dict[str, Any]:
-        """The /__stats document."""
+        """The /__stats document (``balances``: each key charged since the last refill, by
+        the last 4 characters of its Authorization header; any other key has the starting
+        balance; ``credits_charged``: every charge since the last reset)."""
         with self.lock:
             now = time.monotonic()
             by_status = Counter(status_at(t, now) for t in self._tasks.values())
@@ -222,6 +245,8 @@ class Ledger:
             }
             out.update({key: self._counts[key] for key in _COUNTERS})
             out.update(
+                credits_charged=_number(self._charged),
+                balances={_masked(key): _number(left) for key, left in self._balances.items()},
                 duplicates_by_title=self._duplicates,
                 duplicate_titles=list(self._duplicate_titles),
                 max_calls_in_window=max_in_window(self._attempt_times, rate_window_s),

@@ -227,13 +227,26 @@ class Simulator:
     # -- credits -------------------------------------------------------------------------
 
     def credit(self, authorization: str | None) -> Answer:
-        """GET the profile's credit endpoint: the key's balance as ``data`` (free of charge)."""
+        """GET the profile's credit endpoint: the key's balance as ``data`` (free of charge).
+
+        Checked as record-info is (neither provider says more of this endpoint than its codes):
+        maintenance, a 5xx draw, the key; then, with ``polls_count_in_window``, the call takes
+        a place in the account's window (the throttle code when it is full), as a poll does.
+        Counted in ``credit_checks`` (and ``credit_checks_throttled``) at its arrival."""
         cfg = self.config
+        t = time.monotonic()
         self.ledger.count("credit_checks")
+        (server_error,) = self._draw(cfg.server_error_rate)
         if cfg.maintenance:
             return self.error("maintenance", cfg)
+        if server_error:
+            return self.error("server_error", cfg)
         if not self._authorized(cfg, authorization):
             return self.error("unauthorized", cfg)
+        if cfg.polls_count_in_window and not self.ledger.admit_account(
+                cfg.rate_limit, cfg.rate_window_s, now=t):
+            self.ledger.count("credit_checks_throttled")
+            return self.error("throttled", cfg)
         balance = self.ledger.balance(authorization or "", cfg.credits_balance)
         data = int(balance) if float(balance).is_integer() else balance
         return Answer(200, envelope(200, "success", data), delay_s=cfg.latency_ms / 1000)
@@ -251,6 +264,7 @@ class Simulator:
         out = {"profile": cfg.profile}
         with self.ledger.lock:  # the counters and the pending events of one moment
             out.update(self.ledger.stats(cfg.rate_limit, cfg.rate_window_s))
+            out.update(credits_balance=cfg.credits_balance, credit_cost=cfg.credit_cost)
             out["callbacks_pending"] = self.callbacks.pending()
         return out
 

@@ -52,6 +52,9 @@ TEST_ENV = {
     "BACKBEAT_UNCERTAIN_GRACE": "4",
     "BACKBEAT_READ_TIMEOUT": "3",
     "BACKBEAT_MAX_ATTEMPTS": "3",
+    # no credit reads in the suite's fleets (their own tests set an interval): a read is a poll
+    # call the exact poll counts of test_metrics_run.py would see
+    "BACKBEAT_CREDITS_INTERVAL": "0",
 }
 os.environ.update(TEST_ENV)
 #: the variables a deployment must set to reach its Redis, provider and gateway: a fleet given

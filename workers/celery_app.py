@@ -9,7 +9,7 @@ from ..config.celery import celery_config
 from ..config.settings import get_settings
 
 TASK_MODULES = ["backbeat.tasks.submit", "backbeat.tasks.reconcile", "backbeat.tasks.pump",
-                "backbeat.tasks.housekeeping"]
+                "backbeat.tasks.housekeeping", "backbeat.tasks.credits"]
 
 app = Celery("backbeat", include=TASK_MODULES)
 app.config_from_object(celery_config(get_settings()))

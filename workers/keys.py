@@ -19,12 +19,16 @@ Job store (one hash per job, plus indexes; every index entry leaves when the job
     {p}:lost-cursor         string the same, for the check against the broker's messages
     {p}:pump-lease          string the one pump filling the queue now (a short redis-py lock)
     {p}:metrics:{name}      string counters (duplicate upstream tasks, ...)
+    {p}:metrics:{name}:recent list the latest 20 job ids behind a counter (duplicates)
     {p}:dev-secret          string the secret every dev process shares when BACKBEAT_SECRET is unset
     {p}:celery:*            Celery's broker keys (kombu ``global_keyprefix``)
 Limiter (per provider account; every key of an account shares the hash tag ``{<acct>}``):
     {p}:lim:{<acct>}:<purpose>:log   zset grant id -> latest possible arrival in ms
-    {p}:lim:{<acct>}:state           hash AIMD factors, cool-downs, breaker and pause state, and
-                                          <purpose>:calls:<outcome> answer counters (metrics)
+    {p}:lim:{<acct>}:state           hash AIMD factors, cool-downs, breaker and pause state,
+                                          <purpose>:calls:<outcome> answer counters (metrics),
+                                          credits / credits:at / credits:grant (the last
+                                          balance read, its time, its grant's time)
+    {p}:lim:{<acct>}:credits:lease   string one credit read per interval, fleet-wide (SET NX PX)
 """
 
 from __future__ import annotations
@@ -121,6 +125,11 @@ class Keys:
     def metric(self, name: str) -> str:
         return f"{self.prefix}:metrics:{name}"
 
+    def recent(self, metric_key: str) -> str:
+        """The latest job ids behind a counter (newest first, 20 at most; ``_duplicate.lua``
+        writes the duplicates' list under this name)."""
+        return f"{metric_key}:recent"
+
     def queue_lists(self, queue: str) -> list[str]:
         """Every broker list of a Celery queue: kombu keeps one per priority step (0, 3, 6, 9;
         ``queue\\x06\\x16<step>`` past 0) and pops them in that order."""
@@ -150,6 +159,10 @@ class Keys:
     def limiter_base(self, account: str) -> str:
         """The hash-tagged base of one account's limiter keys (``account`` is anonymised)."""
         return f"{self.prefix}:lim:{{{account}}}"
+
+    def credits_lease(self, account: str) -> str:
+        """One credit balance read per interval, fleet-wide (tasks/credits.py)."""
+        return f"{self.limiter_base(account)}:credits:lease"
 
     def bucket_log(self, account: str, purpose: str) -> str:
         return f"{self.limiter_base(account)}:{purpose}:log"

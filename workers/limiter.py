@@ -435,6 +435,7 @@ class Limiter:
             "effective_limit": eff,
             "factor": factor,
             "tokens": max(0, eff - used),
+            "window_calls": used,
             "in_flight": in_flight,
             "cooldown_s": max(0, cool - now_ms) / 1000,
             "fence_s": max(0, fence_end - now_ms) / 1000,

@@ -19,6 +19,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ..config.celery import celery_config
+from ..provider.client import parse_balance
 from ..provider.profiles import Outcome
 from .limiter import Limiter
 from .redis_conn import server_ms
@@ -28,15 +29,21 @@ from .store import DUPLICATES
 
 
 def limiter_status(rt: Runtime) -> dict[str, Any]:
-    """Rates, tokens, cool-downs, breaker, pause and backlog sizes (a handful of commands)."""
+    """Rates, tokens, cool-downs, breaker, pause, the last credit balance read and backlog
+    sizes (a handful of commands)."""
     keys, redis = rt.keys, rt.redis
     submit = rt.submit_limiter.state()
     poll = rt.poll_limiter.state()
+    pipe = redis.pipeline(transaction=False)
+    pipe.time()
+    pipe.hmget(keys.limiter_state(rt.account), CREDITS_FIELD, CREDITS_AT_FIELD)
+    (secs, micros), (balance, read_at) = pipe.execute()
     return {
         "account": rt.account,
         "provider": rt.settings.provider.name,
         "breaker": submit.pop("breaker"),
         "pause": submit.pop("pause"),
+        "credits": credits_figures(balance, read_at, int(secs) * 1000 + int(micros) // 1000),
         "submit": submit,
         "poll": {k: v for k, v in poll.items() if k not in ("breaker", "pause")},
         "backlog": {
@@ -53,7 +60,19 @@ def limiter_status(rt: Runtime) -> dict[str, Any]:
 PAUSE_REASONS = ("manual", Outcome.CREDITS.value, Outcome.UNAUTHORIZED.value,
                  Outcome.NOT_FOUND.value)
 #: a call counter in the account's state hash, written by report.lua
-_CALLS_FIELD = re.compile(r"^(?P<purpose>[a-z_]+):calls:(?P<outcome>[a-z_]+)$")
+CALLS_FIELD = re.compile(r"^(?P<purpose>[a-z_]+):calls:(?P<outcome>[a-z_]+)$")
+#: the account's state hash fields of the last credit balance read (tasks/credits.py writes
+#: both in one script call): the balance, and the Redis time of the read in ms
+CREDITS_FIELD, CREDITS_AT_FIELD = "credits", "credits:at"
+
+
+def credits_figures(balance: str | None, read_at: str | None, now_ms: int) -> dict[str, Any]:
+    """The last balance read and its age in seconds at ``now_ms``; both None before the
+    first read (``BACKBEAT_CREDITS_INTERVAL``, tasks/credits.py)."""
+    value = parse_balance(balance)
+    if value is None or not read_at:
+        return {"balance": None, "read_s_ago": None}
+    return {"balance": value, "read_s_ago": max(0, now_ms - int(read_at)) / 1000}
 
 
 def queue_lists(rt: Runtime) -> dict[str, list[str]]:
@@ -159,7 +178,7 @@ class RedisCollector(Collector):
         counted: dict[tuple[str, str], int] = {
             (lim.purpose, o.value): 0 for lim in lims for o in Outcome}
         for field, value in raw.items():
-            m = _CALLS_FIELD.match(field)
+            m = CALLS_FIELD.match(field)
             if m:
                 counted[(m["purpose"], m["outcome"])] = int(value)
         for (purpose, outcome), n in counted.items():
@@ -233,6 +252,18 @@ class RedisCollector(Collector):
         elif since:
             held.add_metric([account], max(0, now_ms - since) / 1000)
         yield held
+
+        # the last credit balance read (tasks/credits.py): no family until the first read, so
+        # no made-up 0 balance before the account was ever asked
+        credits = credits_figures(raw.get(CREDITS_FIELD), raw.get(CREDITS_AT_FIELD), now_ms)
+        if credits["balance"] is not None:
+            yield _gauge("backbeat_credits",
+                         "The account's credit balance at its last read (the provider's credit "
+                         "endpoint, every BACKBEAT_CREDITS_INTERVAL).", account,
+                         credits["balance"])
+            yield _gauge("backbeat_credits_age_seconds",
+                         "Seconds since the credit balance was last read.", account,
+                         credits["read_s_ago"])
 
 
 def _gauge(name: str, documentation: str, account: str, value: float) -> GaugeMetricFamily:

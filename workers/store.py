@@ -285,6 +285,11 @@ class JobStore:
         reply = self.redis.xread({self.keys.events: last_id}, count=count, block=block_ms)
         return reply[0][1] if reply else []
 
+    def latest_events(self, count: int):
+        """The last ``count`` events, oldest first, in the shape of :meth:`read_events`; the
+        last one's id is where reading on starts (none yet: read from ``0-0``)."""
+        return self.redis.xrevrange(self.keys.events, count=count)[::-1]
+
 
 def _encode_cursor(score: float, member: str) -> str:
     return base64.urlsafe_b64encode(f"{int(score)}:{member}".encode()).decode().rstrip("=")

@@ -234,6 +234,7 @@ def _log_excerpt(procs: list[Proc], lines: int = 40) -> str:
     return "\n".join(found[-lines:])
 
 
+@pytest.mark.slow  # a minute with its sentinels: make test-all (make test's budget is 15 min)
 @pytest.mark.timeout(900)
 def test_failover_keeps_jobs_flowing_and_loses_at_most_the_replication_lag(ha, fleet, sim):
     sim.set_knobs(rate_limit=10, rate_window_s=1.0)

@@ -29,6 +29,7 @@ from backbeat.workers.errors import (
 from backbeat.workers.states import JobState
 
 PUBLIC = {"enqueue", "get", "wait", "follow", "history", "cancel", "retry", "list", "events",
+          "overview",
           "limiter", "pause", "resume"}
 PASSWORD = "hunter2-not-printed"
 VOCALS = {"uploadUrl": "https://example.com/backing.mp3", "title": "City lights",
@@ -227,7 +228,9 @@ UNREACHABLE_COMMANDS = [
     ("status", "some-job"),
     ("status", "some-job", "--follow"),
     ("retry", "some-job"),
-    ("watch", "--count", "1"),
+    ("watch",),
+    ("watch", "--once"),
+    ("watch", "--events", "--count", "1"),
     ("limiter",),
     ("limiter", "pause", "--reason", "x"),
     ("limiter", "resume"),
@@ -257,7 +260,8 @@ def test_cli_when_redis_dies_mid_command_prints_one_line(tmp_path: Path):
     server = start_redis(tmp_path, port)
     try:
         watch = subprocess.Popen(
-            [venv_bin("backbeat"), "watch"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [venv_bin("backbeat"), "watch", "--events"], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True, env={**os.environ, "BACKBEAT_REDIS_URL": f"redis://127.0.0.1:{port}/0",
                             "BACKBEAT_KEY_PREFIX": "face"})
         probe = Redis(port=port, decode_responses=True)
@@ -273,6 +277,34 @@ def test_cli_when_redis_dies_mid_command_prints_one_line(tmp_path: Path):
     finally:
         watch.kill()
     assert watch.returncode == 69, (stdout, stderr)
+    assert "Traceback" not in stdout + stderr and len(stderr.splitlines()) == 1, stderr
+    assert f"redis://127.0.0.1:{port}/0" in stderr
+
+
+def test_watch_view_when_redis_dies_prints_one_line(tmp_path: Path):
+    """The live view (piped: a line per change) loses its Redis after its first look: one line
+    on stderr, status 69, no traceback."""
+    import select
+
+    port = free_port()
+    server = start_redis(tmp_path, port)
+    try:
+        watch = subprocess.Popen(
+            [venv_bin("backbeat"), "watch", "--interval", "0.2"], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "BACKBEAT_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+                 "BACKBEAT_KEY_PREFIX": "face"})
+        ready, _, _ = select.select([watch.stdout], [], [], 60)
+        assert ready and watch.poll() is None, "watch never showed the fleet"
+        first = watch.stdout.readline()
+    finally:
+        server.stop()
+    try:
+        stdout, stderr = watch.communicate(timeout=60)
+    finally:
+        watch.kill()
+    assert "breaker closed" in first, first
+    assert watch.returncode == 69, (first, stdout, stderr)
     assert "Traceback" not in stdout + stderr and len(stderr.splitlines()) == 1, stderr
     assert f"redis://127.0.0.1:{port}/0" in stderr
 

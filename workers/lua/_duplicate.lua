@@ -1,7 +1,9 @@
 -- _duplicate.lua: one rule for an upstream task a job does not own, included by the scripts that
 -- meet one (transition.lua, add_duplicate.lua) where they include "duplicate".
 -- The job keeps its own task; the newcomer is listed once in dup_task_ids and counted once in
--- dup_count and in the fleet-wide counter (paid either way, so never silent).
+-- dup_count and in the fleet-wide counter (paid either way, so never silent); the job also goes
+-- to the head of the counter's short list of the latest jobs with a duplicate (<metric>:recent,
+-- RECENT_DUPLICATES entries), which the status page shows.
 -- Returns 1 when recorded, 0 when it is the job's own task, empty, or already recorded.
 local function record_duplicate(job_key, metric_key, task_id)
   local known = redis.call('HGET', job_key, 'upstream_task_id') or ''
@@ -13,5 +15,10 @@ local function record_duplicate(job_key, metric_key, task_id)
   redis.call('HSET', job_key, 'dup_task_ids', dups == '' and task_id or (dups .. ',' .. task_id))
   redis.call('HINCRBY', job_key, 'dup_count', 1)
   redis.call('INCR', metric_key)
+  local recent = metric_key .. ':recent'
+  local job_id = redis.call('HGET', job_key, 'id')
+  redis.call('LREM', recent, 0, job_id)
+  redis.call('LPUSH', recent, job_id)
+  redis.call('LTRIM', recent, 0, 19)
   return 1
 end

@@ -1,0 +1,105 @@
+"""``backbeat.credits``: read the account's credit balance, once per interval fleet-wide.
+
+Beat sends the tick every ``BACKBEAT_CREDITS_INTERVAL`` seconds (0: never) on the ``reconcile``
+queue (config/celery.py: it is a provider call, and ``housekeeping`` stays Redis-only). The
+worker that takes it runs :func:`read_credits`:
+
+1. the lease ``{p}:lim:{<account>}:credits:lease`` (``SET NX PX``, LEASE_SHARE of the interval):
+   however many beats send ticks and however many workers take them, one read per lease; a
+   tick that finds it held does nothing;
+2. a grant from the account's poll bucket, waited for at most TOKEN_WAIT_S; none (window full,
+   cool-down, breaker open): this round is skipped, the lease stays;
+3. GET the profile's credit endpoint through ``Limiter.call``: the answer is reported like any
+   call (a 455 opens the breaker, a throttle cuts the poll rate, a 401 pauses submissions) and
+   counted in ``backbeat_provider_calls_total{purpose="poll"}`` (or ``"submit"`` when polls
+   share the submit window);
+   A 404 there is read as a transient failure (a gateway without the credit path must not
+   pause submissions);
+4. an accepted balance goes into the account's state hash in one script call, with the Redis
+   time of the write: ``credits`` (the number) and ``credits:at`` (ms), plus ``credits:grant``
+   (the grant's time), so a slow read never overwrites a newer one.
+
+``limiter_status`` (``credits``) and the gauges ``backbeat_credits`` and
+``backbeat_credits_age_seconds`` show them (workers/status.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, replace
+
+from ..provider.client import Answer
+from ..provider.profiles import Outcome
+from ..workers import runtime, scripts
+from ..workers.app import app
+from ..workers.status import CREDITS_AT_FIELD, CREDITS_FIELD
+
+log = logging.getLogger(__name__)
+
+#: longest a read waits for a poll token, in seconds (none by then: the round is skipped)
+TOKEN_WAIT_S = 1.0
+#: the lease lasts this share of the interval: it lapses before the next tick, even one sent
+#: a little early or taken from a busy queue a little late
+LEASE_SHARE = 0.9
+#: the state hash field of the grant time of the read stored last
+GRANT_FIELD = "credits:grant"
+
+
+
+@dataclass
+class CreditRead:
+    """What one tick did: ``reason`` is ``disabled``, ``leased`` (another read holds the
+    interval), ``no_token:<refusal>`` or the answer's outcome (``accepted`` with a balance)."""
+
+    reason: str
+    balance: float | int | None = None
+    #: the Redis time the balance was stored at (ms), 0 when it was not
+    at_ms: int = 0
+    #: what the report did to the account (limiter Effect), "" when no call was made
+    effect: str = ""
+
+
+def lease_key(rt: runtime.Runtime) -> str:
+    """The one-read-per-interval lease, beside the account's other limiter keys."""
+    return rt.keys.credits_lease(rt.account)
+
+
+def read_credits(rt: runtime.Runtime) -> CreditRead:
+    """One round: lease, poll token, the credit call, its report, the balance stored."""
+    interval_s = rt.settings.credits_interval_s
+    if interval_s <= 0:
+        return CreditRead("disabled")
+    lease_ms = max(1, int(interval_s * LEASE_SHARE * 1000))
+    if not rt.redis.set(lease_key(rt), "1", nx=True, px=lease_ms):
+        return CreditRead("leased")
+    limiter = rt.poll_limiter
+    grant = limiter.acquire(max_wait_s=TOKEN_WAIT_S)
+    if not grant.granted:
+        log.info("credits: no poll token (%s): read skipped this round", grant.kind.value)
+        return CreditRead(f"no_token:{grant.kind.value}")
+    answer, effect = limiter.call(grant, _credits_answer, rt)
+    if answer.outcome is not Outcome.ACCEPTED:
+        log.warning("credits: read failed: %s (%s) %s; limiter %s", answer.outcome.value,
+                    answer.code, answer.message, effect.value)
+        return CreditRead(answer.outcome.value, effect=effect.value)
+    at_ms = int(scripts.register(rt.redis, "store_credits")(
+        keys=[rt.keys.limiter_state(rt.account)],
+        args=[repr(answer.data), grant.at_ms, CREDITS_FIELD, CREDITS_AT_FIELD, GRANT_FIELD]) or 0)
+    log.debug("credits: balance %s", answer.data)
+    return CreditRead(Outcome.ACCEPTED.value, answer.data, at_ms, effect.value)
+
+
+def _credits_answer(rt: runtime.Runtime) -> Answer:
+    """The credit call's answer, a 404 read as a transient failure: a deployment whose gateway
+    does not serve the credit path must not have its submissions paused by this side read (a
+    404 on a create call still pauses them)."""
+    answer = rt.provider.credits_answer()
+    if answer.outcome is Outcome.NOT_FOUND:
+        return replace(answer, outcome=Outcome.TRANSIENT)
+    return answer
+
+
+@app.task(name="backbeat.credits", acks_late=True, ignore_result=True)
+def credits() -> dict:
+    """Read the credit balance (at most once per BACKBEAT_CREDITS_INTERVAL, fleet-wide)."""
+    return asdict(read_credits(runtime.current()))

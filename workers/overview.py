@@ -1,0 +1,99 @@
+"""One picture of the fleet for the people watching it: jobs by state, the submit window
+against the provider's rule, breaker and pause with their reason, the latest failures and paid
+duplicates. The status page (``GET /`` with ``GET /v1/status`` and its event stream),
+``backbeat watch`` and ``backbeat demo``'s live view all draw this one dict.
+
+A few round trips whatever the backlog: the limiter's figures (:func:`limiter_status`), one
+pipeline of counters, and the latest jobs of two short lists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .runtime import Runtime
+from .states import ORDER, JobState
+from .status import CALLS_FIELD, limiter_status
+from .store import DUPLICATES
+
+#: how many failed jobs and jobs with a duplicate the picture lists
+RECENT = 10
+#: the submit window's history covers this many seconds (the status page's chart)
+HISTORY_S = 180
+#: at most this many transitions are read to draw it (a busier fleet: the latest part only)
+HISTORY_EVENTS = 20_000
+
+
+def overview(rt: Runtime, recent: int = RECENT) -> dict[str, Any]:
+    """The picture now (see the module docstring); JSON-ready."""
+    status = limiter_status(rt)
+    keys, redis, submit = rt.keys, rt.redis, rt.submit_limiter
+    dup_key = keys.metric(DUPLICATES)
+    pipe = redis.pipeline(transaction=False)
+    for index in keys.state_indexes:
+        pipe.zcard(index)
+    pipe.hgetall(keys.limiter_state(rt.account))
+    pipe.get(dup_key)
+    pipe.lrange(keys.recent(dup_key), 0, recent - 1)
+    pipe.time()
+    *counts, raw, dup_total, dup_ids, (secs, micros) = pipe.execute()
+    calls: dict[str, int] = {}
+    for field, value in raw.items():
+        m = CALLS_FIELD.match(field)
+        if m and m["purpose"] == submit.purpose:
+            calls[m["outcome"]] = int(value)
+    failed, _ = rt.store.list(JobState.FAILED, limit=recent)
+    bucket = status["submit"]
+    return {
+        "t": secs * 1000 + micros // 1000,
+        "account": status["account"],
+        "provider": status["provider"],
+        "jobs": {state.value: n for state, n in zip(ORDER, counts, strict=True)},
+        "backlog": status["backlog"],
+        "rule": {"rate": bucket["rate"], "limit": submit.rate.limit,
+                 "window_s": submit.rate.window_ms / 1000,
+                 "effective_limit": bucket["effective_limit"]},
+        "window_calls": bucket["window_calls"],
+        "in_flight": bucket["in_flight"],
+        "throttles": bucket["throttles"],
+        "cooldown_s": bucket["cooldown_s"],
+        "calls": calls,
+        "breaker": status["breaker"],
+        "pause": status["pause"],
+        "credits": status.get("credits"),
+        "failures": [_brief(job.to_public()) for job in failed],
+        "duplicates": {"total": int(dup_total or 0),
+                       "recent": [_brief(job.to_public()) for job in
+                                  (rt.store.get(job_id) for job_id in dup_ids) if job]},
+    }
+
+
+def _brief(job: dict[str, Any]) -> dict[str, Any]:
+    """The fields a list line shows of a public job."""
+    return {"id": job["id"], "type": job["type"], "state": job["state"],
+            "upstream_task_id": job["upstream_task_id"], "error": job["error"],
+            "duplicate_task_ids": job["duplicate_task_ids"], "updated_at": job["updated_at"]}
+
+
+def window_history(rt: Runtime, seconds: int = HISTORY_S) -> dict[str, Any]:
+    """The submit window over the last ``seconds``, one point a second: how many provider
+    create calls the window ending at each second held, read back from the transition stream
+    (every create call is preceded by exactly one move to ``submitting``: the claim). With the
+    rule's limit and the effective limit now, so a page opened late still shows the past."""
+    submit = rt.submit_limiter
+    window_ms = submit.rate.window_ms
+    now_ms = rt.store.now_ms()
+    start_ms = now_ms - seconds * 1000
+    events = rt.redis.xrange(rt.keys.events, min=str(start_ms - window_ms), max="+",
+                             count=HISTORY_EVENTS)
+    claims = [int(sid.split("-", 1)[0]) for sid, ev in events
+              if ev.get("to") == JobState.SUBMITTING.value]
+    points, lo, hi = [], 0, 0
+    for t in [*range(start_ms - start_ms % 1000 + 1000, now_ms, 1000), now_ms]:
+        while hi < len(claims) and claims[hi] <= t:
+            hi += 1
+        while lo < hi and claims[lo] <= t - window_ms:
+            lo += 1
+        points.append([t, hi - lo])
+    return {"t": now_ms, "limit": submit.rate.limit, "window_s": window_ms / 1000,
+            "effective_limit": submit.state()["effective_limit"], "points": points}
