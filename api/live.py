@@ -262,7 +262,8 @@ def _credits_words(credits: Any) -> str:
         balance, ago = credits.get("balance"), credits.get("read_s_ago")
         if balance is None:
             return "not read yet"
-        shown = f"{balance:g}" if isinstance(balance, float) else str(balance)
+        shown = (f"{balance:,.2f}".rstrip("0").rstrip(".") if isinstance(balance, float)
+                 else str(balance))
         return shown + (f" (read {_secs(_float(ago))} s ago)" if ago is not None else "")
     if isinstance(credits, dict):
         return " · ".join(f"{k.replace('_', ' ')} {v}" for k, v in credits.items()

@@ -1,6 +1,7 @@
 """The HTTP API and callback receiver (Flask + flask-smorest; OpenAPI at /openapi.json).
 
-Run: ``gunicorn 'backbeat.api.web:create_app()' -b 0.0.0.0:$PORT``.
+Run: the Procfile's ``web`` line (gunicorn, threaded workers: the status page's event streams
+hold a thread each).
 """
 
 from __future__ import annotations

@@ -199,11 +199,14 @@ def _keep_running(procs: list[Proc]) -> bool:
     """The live view until Ctrl-C/SIGTERM (True) or until a child exits by itself (False)."""
     from ..api.client import Client
     from ..api.live import follow
+    from ..workers.errors import Unavailable
 
     try:
         follow(Client().overview, until=lambda _: any(not p.alive() for p in procs))
     except KeyboardInterrupt:
         return True
+    except Unavailable:  # the demo's Redis went away: say which child died, stop the rest
+        time.sleep(1)
     dead = [p for p in procs if not p.alive()]
     click.echo("exited by itself: " + ", ".join(
         f"{p.name} (status {p.popen.returncode}, log {p.log_path})" for p in dead))

@@ -48,8 +48,9 @@ GRANT_FIELD = "credits:grant"
 
 @dataclass
 class CreditRead:
-    """What one tick did: ``reason`` is ``disabled``, ``leased`` (another read holds the
-    interval), ``no_token:<refusal>`` or the answer's outcome (``accepted`` with a balance)."""
+    """What one tick did: ``reason`` is ``disabled``, ``unsupported`` (no credit endpoint),
+    ``leased`` (another read holds the interval), ``no_token:<refusal>`` or the answer's
+    outcome (``accepted`` with a balance)."""
 
     reason: str
     balance: float | int | None = None
@@ -69,6 +70,8 @@ def read_credits(rt: runtime.Runtime) -> CreditRead:
     interval_s = rt.settings.credits_interval_s
     if interval_s <= 0:
         return CreditRead("disabled")
+    if not rt.settings.provider.credit_path:  # a profile without a documented credit endpoint
+        return CreditRead("unsupported")
     lease_ms = max(1, int(interval_s * LEASE_SHARE * 1000))
     if not rt.redis.set(lease_key(rt), "1", nx=True, px=lease_ms):
         return CreditRead("leased")

@@ -19,7 +19,7 @@ Job store (one hash per job, plus indexes; every index entry leaves when the job
     {p}:lost-cursor         string the same, for the check against the broker's messages
     {p}:pump-lease          string the one pump filling the queue now (a short redis-py lock)
     {p}:metrics:{name}      string counters (duplicate upstream tasks, ...)
-    {p}:metrics:{name}:recent list the latest 20 job ids behind a counter (duplicates)
+    {p}:metrics:{name}:recent list the latest job ids behind a counter (duplicates)
     {p}:dev-secret          string the secret every dev process shares when BACKBEAT_SECRET is unset
     {p}:celery:*            Celery's broker keys (kombu ``global_keyprefix``)
 Limiter (per provider account; every key of an account shares the hash tag ``{<acct>}``):
@@ -126,8 +126,8 @@ class Keys:
         return f"{self.prefix}:metrics:{name}"
 
     def recent(self, metric_key: str) -> str:
-        """The latest job ids behind a counter (newest first, 20 at most; ``_duplicate.lua``
-        writes the duplicates' list under this name)."""
+        """The latest job ids behind a counter, newest first (``_duplicate.lua`` keeps the
+        duplicates' list, RECENT_DUPLICATES long)."""
         return f"{metric_key}:recent"
 
     def queue_lists(self, queue: str) -> list[str]:

@@ -35,14 +35,15 @@ def overview(rt: Runtime, recent: int = RECENT) -> dict[str, Any]:
     pipe.hgetall(keys.limiter_state(rt.account))
     pipe.get(dup_key)
     pipe.lrange(keys.recent(dup_key), 0, recent - 1)
+    pipe.zrevrange(keys.state(JobState.FAILED.value), 0, recent - 1)
     pipe.time()
-    *counts, raw, dup_total, dup_ids, (secs, micros) = pipe.execute()
+    *counts, raw, dup_total, dup_ids, failed_ids, (secs, micros) = pipe.execute()
     calls: dict[str, int] = {}
     for field, value in raw.items():
         m = CALLS_FIELD.match(field)
         if m and m["purpose"] == submit.purpose:
             calls[m["outcome"]] = int(value)
-    failed, _ = rt.store.list(JobState.FAILED, limit=recent)
+    jobs = rt.store.get_many([*failed_ids, *dup_ids])  # one round trip
     bucket = status["submit"]
     return {
         "t": secs * 1000 + micros // 1000,
@@ -61,10 +62,10 @@ def overview(rt: Runtime, recent: int = RECENT) -> dict[str, Any]:
         "breaker": status["breaker"],
         "pause": status["pause"],
         "credits": status.get("credits"),
-        "failures": [_brief(job.to_public()) for job in failed],
+        "failures": [_brief(job.to_public()) for job in jobs[:len(failed_ids)] if job],
         "duplicates": {"total": int(dup_total or 0),
-                       "recent": [_brief(job.to_public()) for job in
-                                  (rt.store.get(job_id) for job_id in dup_ids) if job]},
+                       "recent": [_brief(job.to_public()) for job in jobs[len(failed_ids):]
+                                  if job]},
     }
 
 
@@ -84,8 +85,8 @@ def window_history(rt: Runtime, seconds: int = HISTORY_S) -> dict[str, Any]:
     window_ms = submit.rate.window_ms
     now_ms = rt.store.now_ms()
     start_ms = now_ms - seconds * 1000
-    events = rt.redis.xrange(rt.keys.events, min=str(start_ms - window_ms), max="+",
-                             count=HISTORY_EVENTS)
+    events = rt.redis.xrevrange(rt.keys.events, max="+", min=str(start_ms - window_ms),
+                                count=HISTORY_EVENTS)[::-1]  # the latest, when there are more
     claims = [int(sid.split("-", 1)[0]) for sid, ev in events
               if ev.get("to") == JobState.SUBMITTING.value]
     points, lo, hi = [], 0, 0

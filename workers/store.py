@@ -104,6 +104,13 @@ class JobStore:
         h = self.redis.hgetall(self.keys.job(job_id))
         return Job.from_hash(h) if h else None
 
+    def get_many(self, job_ids: list[str]) -> list[Job | None]:
+        """The jobs of ``job_ids`` in one round trip (None for one that is gone)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self.keys.job(job_id))
+        return [Job.from_hash(h) if h else None for h in pipe.execute()]
+
     def transition(
         self,
         job_id: str,
@@ -132,7 +139,8 @@ class JobStore:
         k = self.keys
         applied, before = self._transition(
             keys=[k.job(job_id), k.hist(job_id), k.events, k.poll, k.uncertain, k.parked,
-                  k.deadline, *k.state_indexes, k.notify, k.metric(DUPLICATES)],
+                  k.deadline, *k.state_indexes, k.notify, k.metric(DUPLICATES),
+                  k.recent(k.metric(DUPLICATES))],
             args=[job_id, to.value, reason, require_from.value if require_from else "",
                   require_attempt or "", "" if poll_delay_ms is None else int(poll_delay_ms),
                   self.retention_ms, EVENTS_MAXLEN,
@@ -185,7 +193,8 @@ class JobStore:
         """Record ``task_id`` as an upstream task the job does not own (a second one, or one
         whose attempt was superseded) and count it fleet-wide; False when it is the job's own
         task or already recorded."""
-        return self._add_duplicate(keys=[self.keys.job(job_id), self.keys.metric(DUPLICATES)],
+        dups = self.keys.metric(DUPLICATES)
+        return self._add_duplicate(keys=[self.keys.job(job_id), dups, self.keys.recent(dups)],
                                    args=[task_id]) == 1
 
     def rescue_stranded(self, cutoff_ms: int, batch: int) -> int:

@@ -15,15 +15,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from backbeat.devstack.processes import Proc, beat_argv, worker_argv
 from backbeat.tasks.credits import LEASE_SHARE
-from backbeat.workers.celery_app import TASK_MODULES
 from backbeat.workers.runtime import Runtime
 
 pytestmark = pytest.mark.integration
 
 INTERVAL_S = 1.0
 START, COST, JOBS = 1_000, 10, 3
-#: the task module, added to the worker's imports while the app's include lacks it
-TASK_MODULE = "backbeat.tasks.credits"
 
 
 def gauges(web: str, account: str) -> dict[str, float]:
@@ -42,8 +39,7 @@ def instrumental(title: str) -> dict[str, Any]:
 def test_beat_reads_the_balance_and_it_drops_by_the_cost_of_each_job(fleet, sim, wait):
     sim.set_knobs(credits_balance=START, credit_cost=COST)
     f = fleet("crx", workers=0, web=True, BACKBEAT_CREDITS_INTERVAL=str(INTERVAL_S))
-    extra = [] if TASK_MODULE in TASK_MODULES else ["-I", TASK_MODULE]
-    worker = Proc.start("worker0", worker_argv("crx0", 2) + extra, f.env, f.run_dir)
+    worker = Proc.start("worker0", worker_argv("crx0", 2), f.env, f.run_dir)
     f.procs.append(worker)
     worker.wait_for_log("ready.", 90)
     web, account = f.env["BACKBEAT_CALLBACK_BASE_URL"], Runtime(f.settings).account

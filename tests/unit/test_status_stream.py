@@ -160,3 +160,21 @@ def test_http_stream_needs_the_token_and_ignores_a_bad_last_event_id(rt, monkeyp
     page = app.get("/")
     assert page.status_code == 200 and b"/v1/status/stream" in page.data
     assert app.get("/v1/status", headers=TOKEN).get_json()["jobs"]["queued"] == 1
+
+
+def test_a_process_serves_so_many_streams_and_frees_each_slot(rt, monkeypatch):
+    import backbeat.api.routes_status as routes
+
+    monkeypatch.setattr(routes, "MAX_STREAMS", 1)
+    monkeypatch.setattr(routes, "STREAM_S", 0.2)
+    app = create_app(rt.settings).test_client()
+    first = app.get("/v1/status/stream", headers=TOKEN, buffered=False)  # not read yet
+    assert first.status_code == 200
+    busy = app.get("/v1/status/stream", headers=TOKEN)
+    assert busy.status_code == 503 and busy.headers["Retry-After"]
+    assert "GET /v1/status" in busy.get_json()["message"]
+    assert app.get("/v1/status", headers=TOKEN).status_code == 200  # the fallback answers
+    first.close()  # closed before it started: its slot is free again
+    again = app.get("/v1/status/stream", headers=TOKEN)
+    assert again.status_code == 200 and "event: overview" in again.get_data(as_text=True)
+    assert app.get("/v1/status/stream", headers=TOKEN).status_code == 200  # read to the end

@@ -14,6 +14,7 @@
 -- KEYS[8..16] state  zsets   one per state, in the order of STATES (job id -> ms entered)
 -- KEYS[17] notify    zset    job id -> ms its webhook is due (terminal jobs with a notify_url)
 -- KEYS[18] metric    string  fleet-wide counter of duplicate upstream tasks
+-- KEYS[19] recent    list    the latest jobs with a duplicate (status page)
 -- ARGV[1] job_id; ARGV[2] target state; ARGV[3] reason (short text)
 -- ARGV[4] require_from     "" or the state the job must be in now
 -- ARGV[5] require_attempt  "" or the attempt id the job must carry now
@@ -84,7 +85,7 @@ for i = 11, #ARGV, 2 do
     if (redis.call('HGET', KEYS[1], 'upstream_task_id') or '') == '' then
       redis.call('HSET', KEYS[1], name, value)
     else
-      record_duplicate(KEYS[1], KEYS[18], value)
+      record_duplicate(KEYS[1], KEYS[18], KEYS[19], value)
     end
   else
     redis.call('HSET', KEYS[1], name, value)
