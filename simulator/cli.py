@@ -44,10 +44,13 @@ _PROBABILITY = click.FloatRange(0.0, 1.0)
               help="Port to bind (env BACKBEAT_SIM_PORT); 0 picks a free one.")
 @click.option("--profile", type=click.Choice(sorted(PROFILES)), default="sunoapi",
               envvar="BACKBEAT_PROVIDER", show_default=True, help="Provider to imitate.")
-@click.option("--api-key", default="", envvar="BACKBEAT_API_KEY", show_default=False,
-              help="Bearer key required from clients (env BACKBEAT_API_KEY); empty = no auth.")
+@click.option("--api-key", "api_keys", multiple=True, envvar="BACKBEAT_API_KEY",
+              show_default=False,
+              help="Bearer key required from clients (env BACKBEAT_API_KEY); repeat the option "
+                   "for several accounts (in the env: separated by spaces), each with its own "
+                   "create window and balance; none = no auth.")
 @click.option("--rate", default="20/10s", show_default=True, callback=_rate_option,
-              help="Account create limit, N/WINDOW.")
+              help="Create limit of each API key, N/WINDOW.")
 @click.option("--stage-seconds", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
               help="Timeline unit: text at 1x, first at 2x, complete at 3x.")
 @click.option("--fail-rate", type=_PROBABILITY, default=0.0, help="Tasks ending in failure.")
@@ -73,7 +76,7 @@ _PROBABILITY = click.FloatRange(0.0, 1.0)
 @click.option("--seed", type=int, default=None, help="Random seed, for reproducible runs.")
 @click.option("--verbose", is_flag=True, help="Log every request to stderr.")
 def sim(
-    host: str, port: int, profile: str, api_key: str, rate: tuple[int, float],
+    host: str, port: int, profile: str, api_keys: tuple[str, ...], rate: tuple[int, float],
     stage_seconds: float, fail_rate: float, callback_loss_rate: float,
     server_error_rate: float, accept_timeout_rate: float, drop_rate: float, latency_ms: float,
     tracks: int, credits_balance: float, credit_cost: float, webhook_hmac_key: str,
@@ -81,9 +84,11 @@ def sim(
 ) -> None:
     """Run the provider simulator (kie.ai or sunoapi.org) until SIGTERM or Ctrl-C."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
+    keys = [key for key in api_keys if key]
     try:
         config = SimConfig(
-            profile=profile, host=host, port=port, api_key=api_key, verbose=verbose,
+            profile=profile, host=host, port=port, api_key=keys[0] if keys else "",
+            api_keys=tuple(keys[1:]), verbose=verbose,
             rate_limit=rate[0], rate_window_s=rate[1],
             text_after_s=stage_seconds, first_after_s=2 * stage_seconds,
             complete_after_s=3 * stage_seconds, fail_rate=fail_rate,

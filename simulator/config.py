@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..provider.profiles import get_profile
 
 #: settings fixed at start; every other field is a knob settable through POST /__faults
-STATIC_FIELDS = frozenset({"profile", "host", "port", "api_key", "verbose"})
+STATIC_FIELDS = frozenset(
+    {"profile", "host", "port", "api_key", "api_keys", "key_rates", "verbose"})
 
 #: knob name -> kind, used to validate values arriving as JSON
 _KINDS: dict[str, str] = {
@@ -75,6 +77,14 @@ class SimConfig:
     port: int = 0
     #: empty = no auth check; otherwise ``Authorization: Bearer <api_key>`` is required
     api_key: str = field(default="", repr=False)
+    #: more accepted keys (an account pool): with ``api_key`` and these, a call must carry one
+    #: of them. Each key has its own create window (``rate_limit`` per ``rate_window_s``, or
+    #: its ``key_rates`` rule) and its own balance; /__stats names a key by its last 4
+    #: characters only (``...abcd``), so those must differ between keys
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    #: a key's own create window, overriding ``rate_limit`` / ``rate_window_s`` for it:
+    #: ``{"<full key>": (limit, window_s)}`` (a mapping or (key, limit, window_s) triples)
+    key_rates: tuple[tuple[str, int, float], ...] = field(default=(), repr=False)
     verbose: bool = False
     # -- answers
     http_status_errors: bool = False
@@ -145,6 +155,7 @@ class SimConfig:
         profile = get_profile(self.profile)
         for name, kind in _KINDS.items():
             object.__setattr__(self, name, _check(name, kind, getattr(self, name)))
+        self._check_keys()
         for name in ("create_code", "record_info_code"):
             code = getattr(self, name)
             if code is not None and (code == 200 or code not in profile.codes):
@@ -156,6 +167,46 @@ class SimConfig:
             raise ValueError("fail_code must be a failure code")
         if not self.text_after_s <= self.first_after_s <= self.complete_after_s:
             raise ValueError("need text_after_s <= first_after_s <= complete_after_s")
+
+    def _check_keys(self) -> None:
+        """Normalise ``api_keys`` and ``key_rates`` (ValueError without naming a key)."""
+        if not isinstance(self.api_key, str):
+            raise ValueError("api_key must be a string")
+        keys = self.api_keys
+        if isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
+            raise ValueError("api_keys must be a list of strings")
+        pool = tuple(dict.fromkeys(k for k in (self.api_key, *keys) if k))
+        object.__setattr__(self, "api_keys", tuple(k for k in pool if k != self.api_key))
+        labels = [f"Bearer {k}"[-4:] for k in pool]
+        if len(set(labels)) != len(labels):
+            raise ValueError("api keys must differ in their last 4 characters (their name in "
+                             "/__stats)")
+        rates = self.key_rates
+        items = rates.items() if isinstance(rates, Mapping) else (
+            (entry[0], entry[1:]) for entry in rates)
+        out = []
+        for key, rule in items:
+            if not isinstance(key, str) or not key:
+                raise ValueError("key_rates must name each key by its full text")
+            if pool and key not in pool:
+                raise ValueError(f"key_rates names a key that is not configured (...{key[-4:]})")
+            if len(rule) != 2:
+                raise ValueError("key_rates must give each key (limit, window_s)")
+            limit = _check("key_rates limit", "pos_int", rule[0])
+            out.append((key, limit, _check("key_rates window_s", "pos", rule[1])))
+        object.__setattr__(self, "key_rates", tuple(out))
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Every accepted API key (``api_key`` first); empty: no auth check."""
+        return (self.api_key, *self.api_keys) if self.api_key else self.api_keys
+
+    def rate_for(self, authorization: str) -> tuple[int, float]:
+        """The create window (limit, window_s) of the key an Authorization header carries."""
+        for key, limit, window_s in self.key_rates:
+            if authorization == f"Bearer {key}":
+                return limit, window_s
+        return self.rate_limit, self.rate_window_s
 
     def knobs(self) -> dict[str, Any]:
         """The run-time knobs as JSON-ready values (the HMAC key masked)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from .tasks import Task, status_at
@@ -73,8 +75,24 @@ def window_counts(times: list[float], window_s: float) -> list[int]:
 
 
 def _masked(authorization: str) -> str:
-    """A key's name in /__stats: the last 4 characters of its Authorization header."""
+    """A key's name in /__stats and /__calls: the last 4 characters of its Authorization
+    header ("" for a call without one)."""
     return f"...{authorization[-4:]}" if authorization else ""
+
+
+@dataclass
+class _Account:
+    """One API key's create window and counts (keyed by its Authorization header)."""
+
+    #: admitted arrivals still in the key's window (creates, and polls / credit calls with
+    #: ``polls_count_in_window``)
+    window: deque[float] = field(default_factory=deque)
+    #: create calls carrying the key, any outcome
+    calls: int = 0
+    throttled: int = 0
+    #: create calls reaching the key's rate check (admitted or throttled)
+    attempt_times: list[float] = field(default_factory=list)
+    accepted_times: list[float] = field(default_factory=list)
 
 
 def _number(value: float) -> float | int:
@@ -106,7 +124,8 @@ class Ledger:
             self._counts: Counter[str] = Counter()
             self._attempt_times: list[float] = []
             self._accepted_times: list[float] = []
-            self._window: deque[float] = deque()
+            #: Authorization header -> its key's window and counts
+            self._accounts: dict[str, _Account] = {}
             self._poll_windows: dict[str, deque[float]] = {}
             self._tasks: dict[str, Task] = {}
             self._seen: set[tuple[str, str]] = set()
@@ -115,44 +134,57 @@ class Ledger:
             self._balances: dict[str, float] = {}
             self._charged = 0.0
 
-    def admit_create(self, limit: int, window_s: float) -> tuple[bool, float]:
-        """Count a create attempt at the rate check; (admitted?, monotonic time of the check)."""
+    def _account(self, key: str) -> _Account:
+        """The account of Authorization header ``key`` (created empty on first use)."""
+        account = self._accounts.get(key)
+        if account is None:
+            account = self._accounts[key] = _Account()
+        return account
+
+    def admit_create(self, limit: int, window_s: float, key: str = "") -> tuple[bool, float]:
+        """Count a create attempt of API key ``key`` (its Authorization header) at the rate
+        check against that key's window; (admitted?, monotonic time of the check)."""
         with self.lock:
             now = time.monotonic()
             self._attempt_times.append(now)
-            _prune(self._window, now, window_s)
-            if len(self._window) >= limit:
-                return False, now
-            self._window.append(now)
-            return True, now
+            account = self._account(key)
+            account.attempt_times.append(now)
+            return self._admit(account.window, limit, window_s, now), now
+
+    @staticmethod
+    def _admit(window: deque[float], limit: int, window_s: float, now: float) -> bool:
+        """Take a place in ``window`` at ``now``; False, nothing taken, when it is full."""
+        _prune(window, now, window_s)
+        if len(window) >= limit:
+            return False
+        window.append(now)
+        return True
 
     def admit_poll(
         self, task_id: str, limit: int, window_s: float, account: tuple[int, float] | None,
-        now: float | None = None,
+        now: float | None = None, key: str = "",
     ) -> bool:
         """Admit one record-info poll arriving at ``now`` (default: now) against the task's
-        window (and the account's, if given)."""
+        window (and, if ``account`` (limit, window_s) is given, key ``key``'s)."""
         with self.lock:
             now = time.monotonic() if now is None else now
             polls = self._poll_windows.setdefault(task_id, deque())
             _prune(polls, now, window_s)
             if len(polls) >= limit:
                 return False
-            if account is not None and not self.admit_account(*account, now=now):
+            if account is not None and not self.admit_account(*account, now=now, key=key):
                 return False
             polls.append(now)
             return True
 
-    def admit_account(self, limit: int, window_s: float, now: float | None = None) -> bool:
-        """Admit one call that is not a create (a poll, a credit check) arriving at ``now``
-        (default: now) into the account's window: False, and nothing taken, when it is full."""
+    def admit_account(self, limit: int, window_s: float, now: float | None = None,
+                      key: str = "") -> bool:
+        """Admit one call that is not a create (a poll, a credit check) of key ``key``
+        arriving at ``now`` (default: now) into that key's window: False, and nothing taken,
+        when it is full."""
         with self.lock:
             now = time.monotonic() if now is None else now
-            _prune(self._window, now, window_s)
-            if len(self._window) >= limit:
-                return False
-            self._window.append(now)
-            return True
+            return self._admit(self._account(key).window, limit, window_s, now)
 
     def balance(self, key: str, start: float) -> float:
         """The credits left on API key ``key`` (``start`` until it is first charged)."""
@@ -174,12 +206,15 @@ class Ledger:
         with self.lock:
             self._balances.clear()
 
-    def add_task(self, task: Task) -> bool:
-        """Store an accepted (charged) task; True when its (endpoint, title) was paid before."""
+    def add_task(self, task: Task, account: str | None = None) -> bool:
+        """Store an accepted (charged) task of API key ``account`` (its Authorization header);
+        True when its (endpoint, title) was paid before."""
         key = (task.endpoint, str(task.request.get("title")))
         with self.lock:
             self._tasks[task.task_id] = task
             self._accepted_times.append(task.accepted_t)
+            if account is not None:
+                self._account(account).accepted_times.append(task.accepted_t)
             duplicate = key in self._seen
             self._seen.add(key)
             if duplicate:
@@ -188,12 +223,19 @@ class Ledger:
                     self._duplicate_titles.append(key[1])
             return duplicate
 
-    def record_call(self, **call: Any) -> None:
-        """Append one create call (t, wall, endpoint, code, title, taskId, outcome) and count it."""
+    def record_call(self, authorization: str = "", account: bool = True, **call: Any) -> None:
+        """Append one create call (t, wall, endpoint, code, title, taskId, outcome, and key:
+        the masked ``authorization`` it carried) and count it, in its key's counts too when
+        ``account`` (the key is one the simulator accepts)."""
         call.setdefault("wall", time.time())
+        call["key"] = _masked(authorization)
         with self.lock:
             self._calls.append(call)
             self._counts.update(_OUTCOME_COUNTERS[call["outcome"]])
+            if account:
+                counts = self._account(authorization)
+                counts.calls += 1
+                counts.throttled += call["outcome"] == "throttled"
 
     def count(self, key: str, n: int = 1) -> None:
         """Add ``n`` to counter ``key``."""
@@ -232,10 +274,15 @@ class Ledger:
         with self.lock:
             return [dict(p) for p in self._polls]
 
-    def stats(self, rate_limit: int, rate_window_s: float) -> dict[str, Any]:
+    def stats(
+        self, rate_limit: int, rate_window_s: float, keys: Iterable[str] = (),
+        rate_for: Callable[[str], tuple[int, float]] | None = None, start_balance: float = 0.0,
+    ) -> dict[str, Any]:
         """The /__stats document (``balances``: each key charged since the last refill, by
         the last 4 characters of its Authorization header; any other key has the starting
-        balance; ``credits_charged``: every charge since the last reset)."""
+        balance; ``credits_charged``: every charge since the last reset; ``by_key``: see
+        ``by_key``). ``keys``: the configured keys' Authorization headers, listed even unused;
+        ``rate_for``: a header's (limit, window_s), default the account's."""
         with self.lock:
             now = time.monotonic()
             by_status = Counter(status_at(t, now) for t in self._tasks.values())
@@ -255,5 +302,39 @@ class Ledger:
                 rate_window_s=rate_window_s,
                 tasks_total=len(self._tasks),
                 tasks=dict(sorted(by_status.items())),
+                by_key=self.by_key(keys, rate_for or (lambda _: (rate_limit, rate_window_s)),
+                                   start_balance),
             )
+            return out
+
+    def by_key(self, keys: Iterable[str], rate_for: Callable[[str], tuple[int, float]],
+               start_balance: float) -> dict[str, dict[str, Any]]:
+        """Per API key, by its masked name: its create calls (``calls_total``, any outcome),
+        ``accepted``, ``throttled``, the most calls reaching its rate check and the most
+        accepted ones in any window of its own rule (``max_calls_in_window``,
+        ``max_accepted_in_window``), that rule, and its ``balance``. Every configured key
+        (``keys``, as Authorization headers) and every other key that made a call the
+        simulator accepted the key of (any key when none is configured). Keys sharing their
+        last 4 characters (possible only when none is configured) are counted together."""
+        with self.lock:
+            groups: dict[str, list[str]] = {}
+            for header in dict.fromkeys([*keys, *self._accounts, *self._balances]):
+                groups.setdefault(_masked(header), []).append(header)
+            out: dict[str, dict[str, Any]] = {}
+            for label, headers in sorted(groups.items()):
+                accounts = [self._accounts[h] for h in headers if h in self._accounts]
+                limit, window_s = rate_for(headers[0])
+                attempts = [t for a in accounts for t in a.attempt_times]
+                accepted = [t for a in accounts for t in a.accepted_times]
+                out[label] = {
+                    "calls_total": sum(a.calls for a in accounts),
+                    "accepted": len(accepted),
+                    "throttled": sum(a.throttled for a in accounts),
+                    "max_calls_in_window": max_in_window(attempts, window_s),
+                    "max_accepted_in_window": max_in_window(accepted, window_s),
+                    "rate_limit": limit,
+                    "rate_window_s": window_s,
+                    "balance": _number(sum(self._balances.get(h, start_balance)
+                                           for h in headers)),
+                }
             return out

@@ -89,11 +89,13 @@ class Simulator:
         return Answer(status, body, headers, delay_s=cfg.latency_ms / 1000)
 
     def _authorized(self, cfg: SimConfig, authorization: str | None) -> bool:
-        """True when no key is configured or the bearer token matches it."""
-        if not cfg.api_key:
+        """True when no key is configured or the bearer token is one of them (each compared
+        in constant time, all of them every time)."""
+        if not cfg.keys:
             return True
-        expected = f"Bearer {cfg.api_key}".encode()
-        return hmac.compare_digest((authorization or "").encode("utf-8", "replace"), expected)
+        given = (authorization or "").encode("utf-8", "replace")
+        matches = [hmac.compare_digest(given, f"Bearer {key}".encode()) for key in cfg.keys]
+        return any(matches)
 
     def _draw(self, *rates: float) -> list[bool]:
         """One shared-generator draw per rate: True with that probability."""
@@ -114,35 +116,35 @@ class Simulator:
             body = exc
         title = body.get("title") if isinstance(body, dict) else None
         title = title if isinstance(title, str) else None
+        # the call's key (its Authorization header): its own window, balance and counts; a
+        # key the simulator does not accept has none (and is answered 401 in its turn)
+        key, authorized = authorization or "", self._authorized(cfg, authorization)
+
+        def record(**call: Any) -> None:
+            self.ledger.record_call(key, authorized, endpoint=endpoint, title=title, **call)
 
         def reject(outcome: str, msg: str | None = None, t: float | None = None) -> Answer:
             answer = self.error(outcome, cfg, msg)
-            self.ledger.record_call(
-                t=time.monotonic() if t is None else t, endpoint=endpoint,
-                code=answer.body["code"], title=title, taskId=None, outcome=outcome,
-            )
+            record(t=time.monotonic() if t is None else t, code=answer.body["code"],
+                   taskId=None, outcome=outcome)
             return answer
 
         if drop and not cfg.drop_after_accept:
-            self.ledger.record_call(
-                t=time.monotonic(), endpoint=endpoint, code=None, title=title, taskId=None,
-                outcome="dropped",
-            )
+            record(t=time.monotonic(), code=None, taskId=None, outcome="dropped")
             return Answer(drop=True)
         if cfg.create_code is not None:
             answer = self.answer_code(cfg.create_code, cfg)
-            self.ledger.record_call(t=time.monotonic(), endpoint=endpoint, code=cfg.create_code,
-                                    title=title, taskId=None, outcome="forced")
+            record(t=time.monotonic(), code=cfg.create_code, taskId=None, outcome="forced")
             return answer
         if cfg.maintenance:
             return reject("maintenance")
         if server_error:
             return reject("server_error")
-        if not self._authorized(cfg, authorization):
+        if not authorized:
             return reject("unauthorized")
         if cfg.credits_exhausted:
             return reject("credits")
-        if self.ledger.balance(authorization or "", cfg.credits_balance) < cfg.credit_cost:
+        if self.ledger.balance(key, cfg.credits_balance) < cfg.credit_cost:
             return reject("credits")
         try:
             if isinstance(body, Invalid):
@@ -150,10 +152,10 @@ class Simulator:
             validate(endpoint, body, cfg.profile, cfg.title_max, cfg.refused_words)
         except Invalid as exc:
             return reject(exc.situation, str(exc))
-        admitted, t = self.ledger.admit_create(cfg.rate_limit, cfg.rate_window_s)
+        admitted, t = self.ledger.admit_create(*cfg.rate_for(key), key=key)
         if not admitted:
             return reject("throttled", t=t)
-        return self._accept(endpoint, body, title, cfg, t, drop, slow, authorization or "")
+        return self._accept(endpoint, body, title, cfg, t, drop, slow, key)
 
     def _accept(
         self, endpoint: str, body: dict[str, Any], title: str | None, cfg: SimConfig,
@@ -168,10 +170,10 @@ class Simulator:
             task = plan_task(task_id, endpoint, body, cfg, self.rng, t)
             if not task.refunded:  # kie's 531 gives the credits back: charge nothing
                 self.ledger.charge(key, cfg.credits_balance, cfg.credit_cost)
-            self.ledger.add_task(task)
+            self.ledger.add_task(task, key)
             self._schedule_callbacks(task, cfg)
             self.ledger.record_call(
-                t=t, endpoint=endpoint, code=None if drop else 200, title=title,
+                key, t=t, endpoint=endpoint, code=None if drop else 200, title=title,
                 taskId=task_id, outcome=outcome,
             )
         if drop:
@@ -215,9 +217,10 @@ class Simulator:
         task = self.ledger.task(task_id) if task_id else None
         if task is None:
             return self.error("invalid", cfg, "task not found"), "polls_unknown_task"
-        account = (cfg.rate_limit, cfg.rate_window_s) if cfg.polls_count_in_window else None
+        key = authorization or ""
+        account = cfg.rate_for(key) if cfg.polls_count_in_window else None
         limit, window_s = cfg.poll_limit_per_s, cfg.poll_window_s
-        if not self.ledger.admit_poll(task.task_id, limit, window_s, account, now=t):
+        if not self.ledger.admit_poll(task.task_id, limit, window_s, account, now=t, key=key):
             return self.error("throttled", cfg), "polls_throttled"
         data = record_info_data(task, time.monotonic())
         answer = Answer(200, envelope(200, "success", data), delay_s=cfg.latency_ms / 1000,
@@ -231,7 +234,7 @@ class Simulator:
 
         Checked as record-info is (neither provider says more of this endpoint than its codes):
         maintenance, a 5xx draw, the key; then, with ``polls_count_in_window``, the call takes
-        a place in the account's window (the throttle code when it is full), as a poll does.
+        a place in its key's window (the throttle code when it is full), as a poll does.
         Counted in ``credit_checks`` (and ``credit_checks_throttled``) at its arrival."""
         cfg = self.config
         t = time.monotonic()
@@ -244,7 +247,7 @@ class Simulator:
         if not self._authorized(cfg, authorization):
             return self.error("unauthorized", cfg)
         if cfg.polls_count_in_window and not self.ledger.admit_account(
-                cfg.rate_limit, cfg.rate_window_s, now=t):
+                *cfg.rate_for(authorization or ""), now=t, key=authorization or ""):
             self.ledger.count("credit_checks_throttled")
             return self.error("throttled", cfg)
         balance = self.ledger.balance(authorization or "", cfg.credits_balance)
@@ -259,11 +262,14 @@ class Simulator:
         return self.error("not_found", self.config)
 
     def stats(self) -> dict[str, Any]:
-        """The /__stats document."""
+        """The /__stats document: every call together at the top level, and each API key's
+        own figures in ``by_key`` (by its masked name; see ``Ledger.by_key``)."""
         cfg = self.config
         out = {"profile": cfg.profile}
         with self.ledger.lock:  # the counters and the pending events of one moment
-            out.update(self.ledger.stats(cfg.rate_limit, cfg.rate_window_s))
+            out.update(self.ledger.stats(
+                cfg.rate_limit, cfg.rate_window_s, keys=[f"Bearer {k}" for k in cfg.keys],
+                rate_for=cfg.rate_for, start_balance=cfg.credits_balance))
             out.update(credits_balance=cfg.credits_balance, credit_cost=cfg.credit_cost)
             out["callbacks_pending"] = self.callbacks.pending()
         return out
