@@ -97,6 +97,8 @@ class BucketOut(Schema):
     cooldown_s = fields.Float()
     cuts = fields.Integer()
     throttles = fields.Integer()
+    calls = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={
+        "description": "answers counted by outcome (backbeat_provider_calls_total)"})
 
 
 class BreakerOut(Schema):

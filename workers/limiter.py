@@ -60,6 +60,7 @@ import hashlib
 import itertools
 import logging
 import random
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -212,6 +213,20 @@ class Gate(NamedTuple):
     probe_due: bool
     #: the bucket's effective limit now (see effective_limit)
     effective_limit: int
+
+
+#: an answer counter in the account's state hash, ``<purpose>:calls:<outcome>`` (report.lua)
+CALLS_FIELD = re.compile(r"^(?P<purpose>[a-z_]+):calls:(?P<outcome>[a-z_]+)$")
+
+
+def call_counts(raw: dict[str, str]) -> dict[tuple[str, str], int]:
+    """The answer counters of an account's state hash ``raw``: (purpose, outcome) -> calls."""
+    out: dict[tuple[str, str], int] = {}
+    for field, value in raw.items():
+        m = CALLS_FIELD.match(field)
+        if m:
+            out[(m["purpose"], m["outcome"])] = int(value)
+    return out
 
 
 def effective_limit(limit: int, factor: float) -> int:
@@ -441,6 +456,8 @@ class Limiter:
             "fence_s": max(0, fence_end - now_ms) / 1000,
             "cuts": int(raw.get(f"{self.purpose}:cuts") or 0),
             "throttles": int(raw.get(f"{self.purpose}:throttles") or 0),
+            "calls": {outcome: n for (purpose, outcome), n in call_counts(raw).items()
+                      if purpose == self.purpose},
             "breaker": {
                 "state": ("half-open" if now_ms >= b_until else "open")
                 if raw.get("breaker") == "open" else "closed",

@@ -13,7 +13,7 @@ from typing import Any
 
 from .runtime import Runtime
 from .states import ORDER, JobState
-from .status import CALLS_FIELD, limiter_status
+from .status import limiter_status
 from .store import DUPLICATES
 
 #: how many failed jobs and jobs with a duplicate the picture lists
@@ -32,17 +32,11 @@ def overview(rt: Runtime, recent: int = RECENT) -> dict[str, Any]:
     pipe = redis.pipeline(transaction=False)
     for index in keys.state_indexes:
         pipe.zcard(index)
-    pipe.hgetall(keys.limiter_state(rt.account))
     pipe.get(dup_key)
     pipe.lrange(keys.recent(dup_key), 0, recent - 1)
     pipe.zrevrange(keys.state(JobState.FAILED.value), 0, recent - 1)
     pipe.time()
-    *counts, raw, dup_total, dup_ids, failed_ids, (secs, micros) = pipe.execute()
-    calls: dict[str, int] = {}
-    for field, value in raw.items():
-        m = CALLS_FIELD.match(field)
-        if m and m["purpose"] == submit.purpose:
-            calls[m["outcome"]] = int(value)
+    *counts, dup_total, dup_ids, failed_ids, (secs, micros) = pipe.execute()
     jobs = rt.store.get_many([*failed_ids, *dup_ids])  # one round trip
     bucket = status["submit"]
     return {
@@ -58,7 +52,7 @@ def overview(rt: Runtime, recent: int = RECENT) -> dict[str, Any]:
         "in_flight": bucket["in_flight"],
         "throttles": bucket["throttles"],
         "cooldown_s": bucket["cooldown_s"],
-        "calls": calls,
+        "calls": bucket["calls"],
         "breaker": status["breaker"],
         "pause": status["pause"],
         "credits": status.get("credits"),

@@ -10,7 +10,6 @@ in docs/OPERATIONS.md ("Metrics") and in the HELP text below.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +20,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from ..config.celery import celery_config
 from ..provider.client import parse_balance
 from ..provider.profiles import Outcome
-from .limiter import Limiter
+from .limiter import Limiter, call_counts
 from .redis_conn import server_ms
 from .runtime import Runtime
 from .states import ORDER
@@ -59,8 +58,6 @@ def limiter_status(rt: Runtime) -> dict[str, Any]:
 #: and the answers that pause submissions (report.lua's signal "paused")
 PAUSE_REASONS = ("manual", Outcome.CREDITS.value, Outcome.UNAUTHORIZED.value,
                  Outcome.NOT_FOUND.value)
-#: a call counter in the account's state hash, written by report.lua
-CALLS_FIELD = re.compile(r"^(?P<purpose>[a-z_]+):calls:(?P<outcome>[a-z_]+)$")
 #: the account's state hash fields of the last credit balance read (tasks/credits.py writes
 #: both in one script call): the balance, and the Redis time of the read in ms
 CREDITS_FIELD, CREDITS_AT_FIELD = "credits", "credits:at"
@@ -177,10 +174,7 @@ class RedisCollector(Collector):
             labels=["account", "purpose", "outcome"])
         counted: dict[tuple[str, str], int] = {
             (lim.purpose, o.value): 0 for lim in lims for o in Outcome}
-        for field, value in raw.items():
-            m = CALLS_FIELD.match(field)
-            if m:
-                counted[(m["purpose"], m["outcome"])] = int(value)
+        counted.update(call_counts(raw))
         for (purpose, outcome), n in counted.items():
             calls.add_metric([account, purpose, outcome], n)
         yield calls
