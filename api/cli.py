@@ -235,17 +235,19 @@ def limiter(ctx: click.Context) -> None:
 
 @limiter.command("pause")
 @click.option("--reason", default="manual", show_default=True)
-def limiter_pause(reason: str) -> None:
-    """Pause submissions fleet-wide; jobs stay queued."""
-    _client().pause(reason)
-    click.echo(f"submissions paused ({reason})")
+@click.option("--account", default=None, help="only this account (its name); default: all")
+def limiter_pause(reason: str, account: str | None) -> None:
+    """Pause submissions fleet-wide; jobs stay queued (or go through the other accounts)."""
+    _client().pause(reason, account=account)
+    click.echo(f"submissions paused ({reason})" + (f" on account {account}" if account else ""))
 
 
 @limiter.command("resume")
-def limiter_resume() -> None:
+@click.option("--account", default=None, help="only this account (its name); default: all")
+def limiter_resume(account: str | None) -> None:
     """Lift a pause (manual, credits or unauthorized) at once."""
-    _client().resume()
-    click.echo("submissions resumed")
+    _client().resume(account=account)
+    click.echo("submissions resumed" + (f" on account {account}" if account else ""))
 
 
 def _scalar(name: str, value: str) -> Any:

@@ -40,6 +40,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..config.redis_urls import redact
 from ..config.settings import Settings, get_settings
 from ..workers import jobs
+from ..workers.accounts import pick
 from ..workers.errors import Unavailable, ValidationError, WaitTimeout
 from ..workers.overview import overview
 from ..workers.runtime import Runtime
@@ -191,17 +192,27 @@ class Client:
         with self._reaching():
             return overview(self._rt)
 
-    def pause(self, reason: str = "manual") -> None:
-        """Pause submissions fleet-wide (jobs stay queued) until ``resume``."""
+    def pause(self, reason: str = "manual", account: str | None = None) -> None:
+        """Pause submissions fleet-wide (jobs stay queued) until ``resume``: through every
+        account, or only through ``account`` (its name)."""
         if not isinstance(reason, str) or not reason.strip():
             raise ValidationError({"reason": ["Must be a non-empty string."]})
         with self._reaching():
-            self._rt.submit_limiter.pause(reason)
+            for acct in self._accounts(account):
+                acct.submit.pause(reason)
 
-    def resume(self) -> None:
-        """Lift a pause (manual, credits or unauthorized) at once."""
+    def resume(self, account: str | None = None) -> None:
+        """Lift a pause (manual, credits or unauthorized) at once: on every account, or on
+        ``account`` only."""
         with self._reaching():
-            self._rt.submit_limiter.resume()
+            for acct in self._accounts(account):
+                acct.submit.resume()
+
+    def _accounts(self, name: str | None) -> tuple[Any, ...]:
+        try:
+            return pick(self._rt.accounts, name)
+        except ValueError as exc:
+            raise ValidationError({"account": [str(exc)]}) from None
 
     # -- private ----------------------------------------------------------------------------
 

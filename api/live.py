@@ -3,8 +3,10 @@ from :meth:`backbeat.api.client.Client.overview` (``workers/overview.py``).
 
 - :func:`render`: a rich renderable, readable in 80 columns: jobs per state with proportional
   bars, the submit calls in the window against the provider's rule, throttles and cool-down,
-  breaker, pause, backlog, the latest failures;
-- :func:`line`: the essentials as one plain line, for logs and pipes;
+  breaker, pause, backlog, the latest failures; with more than one provider account, a row
+  per account (its window, breaker, pause, credits; "draining" at weight 0);
+- :func:`line`: the essentials as one plain line, for logs and pipes (with more than one
+  account, each account in trouble named: ``acct b: breaker open``);
 - :func:`follow`: fetch and show until told to stop: redrawn in place on a terminal, else one
   time-stamped :func:`line` each time it changes (a quiet fleet writes nothing).
 
@@ -61,8 +63,16 @@ def render(ov: dict[str, Any]) -> RenderableType:
     facts.add_row("backlog", _backlog_words(ov))
     if ov.get("credits") is not None:
         facts.add_row("credits", _credits_words(ov["credits"]))
-    facts.add_row("failures", _failures_heading(ov))
+    accounts = _accounts(ov)
     parts: list[RenderableType] = [counts, Text(""), facts]
+    if len(accounts) > 1:  # one account: the rows above are its own, nothing to add
+        heading = Table.grid(padding=(0, 1))  # below the accounts, above the failures
+        heading.add_column(style="bold", min_width=8)
+        heading.add_column()
+        heading.add_row("failures", _failures_heading(ov))
+        parts += [_accounts_table(accounts), heading]
+    else:
+        facts.add_row("failures", _failures_heading(ov))
     failures = [f for f in ov.get("failures") or [] if isinstance(f, dict)][:FAILURES_SHOWN]
     if failures:
         ids = [str(f.get("id", "?")) for f in failures]
@@ -101,6 +111,12 @@ def line(ov: dict[str, Any], *, timers: bool = True) -> str:
     stuck = {k: _int(backlog.get(k)) for k in ("parked", "uncertain") if _int(backlog.get(k))}
     if stuck:
         parts.append(" ".join(f"{k} {v}" for k, v in stuck.items()))
+    accounts = _accounts(ov)
+    if len(accounts) > 1:
+        for a in accounts:
+            trouble = _account_trouble(a)
+            if trouble:
+                parts.append(f"acct {a.get('name') or '?'}: {', '.join(trouble)}")
     return " | ".join(parts)
 
 
@@ -183,6 +199,12 @@ def _pause(ov: dict[str, Any]) -> dict[str, Any]:
     return pause if isinstance(pause, dict) else {}
 
 
+def _accounts(ov: dict[str, Any]) -> list[dict[str, Any]]:
+    """The picture's accounts (workers/overview.py ``_account``); [] for an older server."""
+    accounts = ov.get("accounts")
+    return [a for a in accounts if isinstance(a, dict)] if isinstance(accounts, list) else []
+
+
 def _clock(ov: dict[str, Any]) -> str:
     t = ov.get("t")
     return time.strftime("%H:%M:%S", time.localtime(_int(t) / 1000 if t else time.time()))
@@ -249,6 +271,62 @@ def _pause_words(pause: dict[str, Any], timers: bool = True) -> str:
     else:
         words += ", until resumed"
     return words
+
+
+def _accounts_table(accounts: list[dict[str, Any]]) -> Table:
+    """A row per account: name, provider, its window against its rate, then its state:
+    draining (weight 0), breaker (seconds left when open), pause reason, credit balance."""
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="bold", min_width=8)  # the facts' first column: "accounts"
+    table.add_column(style="bold", no_wrap=True, overflow="ellipsis", max_width=16)
+    table.add_column(style="dim", no_wrap=True, overflow="ellipsis", max_width=10)
+    table.add_column(no_wrap=True)
+    table.add_column()  # the state words: wrapped when the names are long
+    for i, a in enumerate(accounts):
+        used, limit = _int(a.get("window_calls")), _int(a.get("effective_limit"))
+        window = Text(f"{used}/{limit}", style="red" if limit and used >= limit else "")
+        rate = a.get("rate")
+        if rate:
+            window.append(f" of {rate}", style="dim")
+        table.add_row("accounts" if i == 0 else "", str(a.get("name") or "?"),
+                      str(a.get("provider") or ""), window, _account_state(a))
+    return table
+
+
+def _account_state(a: dict[str, Any]) -> Text:
+    words: list[tuple[str, str]] = []
+    if "weight" in a and _float(a.get("weight")) <= 0:
+        words.append(("draining", "magenta"))
+    breaker = a.get("breaker") if isinstance(a.get("breaker"), dict) else {}
+    state = str(breaker.get("state") or "unknown")
+    if state == "open":
+        state += f", {_secs(_float(breaker.get('open_for_s')))} s left"
+    words.append((f"breaker {state}", _BREAKER_STYLE.get(str(breaker.get("state")), "")))
+    pause = a.get("pause") if isinstance(a.get("pause"), dict) else {}
+    if pause.get("paused"):
+        words.append((f"paused ({pause.get('reason') or 'no reason given'})", "bold yellow"))
+    credits = a.get("credits") if isinstance(a.get("credits"), dict) else {}
+    if credits.get("balance") is not None:
+        words.append((f"credits {_credits_words({'balance': credits['balance']})}", ""))
+    text = Text()
+    for n, (word, style) in enumerate(words):
+        if n:
+            text.append(" · ", style="dim")
+        text.append(word, style=style)
+    return text
+
+
+def _account_trouble(a: dict[str, Any]) -> list[str]:
+    """What :func:`line` says of an account: a breaker not closed, a pause (no countdowns:
+    the line only changes when the state does)."""
+    trouble = []
+    breaker = a.get("breaker") if isinstance(a.get("breaker"), dict) else {}
+    if breaker.get("state") and breaker.get("state") != "closed":
+        trouble.append(f"breaker {breaker['state']}")
+    pause = a.get("pause") if isinstance(a.get("pause"), dict) else {}
+    if pause.get("paused"):
+        trouble.append(f"paused ({pause.get('reason') or 'no reason given'})")
+    return trouble
 
 
 def _backlog_words(ov: dict[str, Any]) -> str:

@@ -8,12 +8,13 @@ from flask import request
 from flask_smorest import Blueprint, abort
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..workers.accounts import Account, pick
 from ..workers.callbacks import apply_callback
 from ..workers.runtime import Runtime
 from ..workers.signing import verify, verify_provider_signature
 from ..workers.status import limiter_status, metrics_registry
 from .auth import require_token
-from .schemas import CallbackAck, Health, LimiterOut, PauseIn
+from .schemas import CallbackAck, Health, LimiterOut, PauseIn, ResumeIn
 
 
 def callbacks_blueprint(rt: Runtime) -> Blueprint:
@@ -76,19 +77,31 @@ def ops_blueprint(rt: Runtime) -> Blueprint:
     @blp.arguments(PauseIn, required=False)
     @blp.response(200, LimiterOut)
     def limiter_pause(args: dict) -> Any:
-        """Pause submissions fleet-wide (jobs stay queued) until resumed."""
+        """Pause submissions fleet-wide (jobs stay queued) until resumed: through every
+        account, or through the one named ``account`` (its jobs go through the others)."""
         require_token(rt)
-        rt.submit_limiter.pause(args.get("reason", "manual"))
+        for account in _accounts(args.get("account")):
+            account.submit.pause(args.get("reason", "manual"))
         return limiter_status(rt)
 
     @blp.route("/v1/limiter/resume", methods=["POST"])
     @blp.doc(security=[{"bearer": []}])
+    @blp.arguments(ResumeIn, required=False)
     @blp.response(200, LimiterOut)
-    def limiter_resume() -> Any:
-        """Lift a pause (manual, credits or unauthorized) at once."""
+    def limiter_resume(args: dict) -> Any:
+        """Lift a pause (manual, credits or unauthorized) at once: on every account, or on the
+        one named ``account``."""
         require_token(rt)
-        rt.submit_limiter.resume()
+        for account in _accounts(args.get("account")):
+            account.submit.resume()
         return limiter_status(rt)
+
+    def _accounts(name: str | None) -> tuple[Account, ...]:
+        try:
+            return pick(rt.accounts, name)
+        except ValueError as exc:
+            abort(422, errors={"json": {"account": [str(exc)]}})
+            raise  # abort raises
 
     registry = metrics_registry(rt)  # this app's own registry, read from Redis per scrape
 

@@ -127,11 +127,34 @@ class CreditsOut(Schema):
         "type": "number",
         "description": "the last balance read (BACKBEAT_CREDITS_INTERVAL), null before one"})
     read_s_ago = fields.Float(allow_none=True)
+    cost = fields.Float(allow_none=True, metadata={
+        "description": "credits one accepted submission costs (learned or configured)"})
+    floor = fields.Float(metadata={"description": "the account's credit floor"})
+    room = fields.Integer(allow_none=True, metadata={
+        "description": "submissions the last balance still pays for above the floor; 0: "
+                       "stopped until a read shows more; null while unknown"})
+
+
+class AccountOut(Schema):
+    """One provider account's limiter: buckets, breaker, pause, credits."""
+
+    name = fields.String(metadata={"description": "as configured (BACKBEAT_ACCOUNTS)"})
+    account = fields.String(metadata={"description": "its id: provider and a hash of the key"})
+    provider = fields.String()
+    weight = fields.Float()
+    credit_floor = fields.Float()
+    breaker = fields.Nested(BreakerOut)
+    pause = fields.Nested(PauseOut)
+    credits = fields.Nested(CreditsOut)
+    submit = fields.Nested(BucketOut)
+    poll = fields.Nested(BucketOut)
 
 
 class LimiterOut(Schema):
-    """The account's shared limiter: buckets, breaker, pause and backlog."""
+    """Every account's limiter (``accounts``; the first's also at the top level) and the
+    backlog."""
 
+    accounts = fields.List(fields.Nested(AccountOut))
     account = fields.String()
     provider = fields.String()
     breaker = fields.Nested(BreakerOut)
@@ -143,6 +166,15 @@ class LimiterOut(Schema):
 
 
 class PauseIn(Schema):
-    """Why submissions are paused (shown to operators)."""
+    """Why submissions are paused (shown to operators), and through which account (every
+    account when omitted)."""
 
     reason = Text(load_default="manual", validate=validate.Length(min=1, max=100))
+    account = Text(load_default=None, validate=validate.Length(min=1, max=63), metadata={
+        "description": "an account's name (BACKBEAT_ACCOUNTS); all accounts when omitted"})
+
+
+class ResumeIn(Schema):
+    """Which account to resume (every account when omitted)."""
+
+    account = Text(load_default=None, validate=validate.Length(min=1, max=63))

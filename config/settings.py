@@ -19,6 +19,8 @@ from functools import lru_cache
 from typing import Any
 
 from ..provider.profiles import JOB_TYPES, ProviderProfile, get_profile
+from .accounts import AccountSpec, read_accounts
+from .accounts import single as single_account
 from .redis_urls import is_sentinel, parse_sentinel
 
 
@@ -209,6 +211,15 @@ SETTINGS: tuple[Setting, ...] = (
             shown="the profile's official URL"),
     Setting("BACKBEAT_API_KEY", "api_key", _secret, "",
             "provider key (never logged, never in messages or records)"),
+    Setting("BACKBEAT_ACCOUNTS", None, _text, "",
+            "JSON list of provider accounts `[{\"name\", \"api_key\", \"provider\"?, "
+            "\"base_url\"?, \"submit_rate\"?, \"submit_burst\"?, \"poll_rate\"?, \"weight\"?, "
+            "\"credit_floor\"?, \"credit_cost\"?}]`; omitted fields fall back to the "
+            "single-account variables (`credit_cost`: learned); "
+            "replaces `BACKBEAT_API_KEY` (see `docs/OPERATIONS.md`, Accounts)",
+            shown="one account `default` from `BACKBEAT_API_KEY`"),
+    Setting("BACKBEAT_ACCOUNTS_FILE", None, _text, "",
+            "the same JSON in a file (a mounted Secret); `BACKBEAT_ACCOUNTS` wins"),
     Setting("BACKBEAT_SUBMIT_RATE", "submit_rate", _rate, "20/10s",
             "submit bucket `N/Ws`: at most N calls in any W-second window"),
     Setting("BACKBEAT_SUBMIT_BURST", "submit_burst", _integer(1), "1",
@@ -240,6 +251,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BACKBEAT_CREDITS_INTERVAL", "credits_interval_s", _number, "60",
             "seconds between reads of the account's credit balance (one read fleet-wide, "
             "through the poll bucket; `backbeat_credits`); 0 disables"),
+    Setting("BACKBEAT_CREDIT_FLOOR", "credit_floor", _number, "0",
+            "credits below which an account takes no new submission (each account's "
+            "`credit_floor` overrides it)"),
     Setting("BACKBEAT_RETENTION_DAYS", "retention_days", _number, "14",
             "days a terminal job record is kept"),
     Setting("BACKBEAT_POLL_MIN_DELAY", "poll_min_delay_s", _number, "10",
@@ -286,6 +300,8 @@ SETTINGS: tuple[Setting, ...] = (
 DERIVED: dict[str, str] = {
     "deadlines_s": "(job type, seconds) per job type: BACKBEAT_DEADLINE_<TYPE>, "
                    "else BACKBEAT_DEADLINE",
+    "accounts": "the provider accounts of BACKBEAT_ACCOUNTS, else BACKBEAT_ACCOUNTS_FILE; "
+                "() means one account of the single-account variables (account_specs)",
 }
 
 
@@ -301,6 +317,9 @@ def _fields(values: Mapping[str, Any]) -> dict[str, Any]:
     """The :class:`Settings` keyword arguments for the values of :func:`_read`."""
     fields = {s.attr: values[s.env] for s in SETTINGS if s.attr is not None}
     fields["deadlines_s"] = tuple((t, values[deadline_env(t)]) for t in JOB_TYPES)
+    fields["accounts"] = read_accounts(
+        {"BACKBEAT_ACCOUNTS": values["BACKBEAT_ACCOUNTS"],
+         "BACKBEAT_ACCOUNTS_FILE": values["BACKBEAT_ACCOUNTS_FILE"]}, fields)
     return fields
 
 
@@ -335,6 +354,7 @@ class Settings:
     read_timeout_s: float = _DEFAULT["read_timeout_s"]
     poll_interval_s: float = _DEFAULT["poll_interval_s"]
     credits_interval_s: float = _DEFAULT["credits_interval_s"]
+    credit_floor: float = _DEFAULT["credit_floor"]
     retention_days: float = _DEFAULT["retention_days"]
     poll_min_delay_s: float = _DEFAULT["poll_min_delay_s"]
     poll_max_delay_s: float = _DEFAULT["poll_max_delay_s"]
@@ -353,6 +373,13 @@ class Settings:
     polls_share_submit_window: bool = _DEFAULT["polls_share_submit_window"]
     log_format: str = _DEFAULT["log_format"]
     log_level: str = _DEFAULT["log_level"]
+    #: BACKBEAT_ACCOUNTS(_FILE); () is one account of the single-account fields
+    accounts: tuple[AccountSpec, ...] = _DEFAULT["accounts"]
+
+    @property
+    def account_specs(self) -> tuple[AccountSpec, ...]:
+        """The provider accounts this deployment submits through, in configured order."""
+        return self.accounts or (single_account(self.__dict__),)
 
     def deadline_s(self, job_type: str) -> float:
         """Seconds a job of ``job_type`` may take before it expires."""

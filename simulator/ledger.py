@@ -49,6 +49,7 @@ _COUNTERS = (
     "polls",
     "polls_throttled",
     "polls_unknown_task",
+    "polls_other_key",
     "callbacks_sent",
     "callbacks_failed",
     "callbacks_lost",
@@ -128,6 +129,8 @@ class Ledger:
             self._accounts: dict[str, _Account] = {}
             self._poll_windows: dict[str, deque[float]] = {}
             self._tasks: dict[str, Task] = {}
+            #: task id -> the Authorization header of the create call that made it
+            self._owners: dict[str, str] = {}
             self._seen: set[tuple[str, str]] = set()
             self._duplicates = 0
             self._duplicate_titles: list[str] = []
@@ -214,6 +217,7 @@ class Ledger:
             self._tasks[task.task_id] = task
             self._accepted_times.append(task.accepted_t)
             if account is not None:
+                self._owners[task.task_id] = account
                 self._account(account).accepted_times.append(task.accepted_t)
             duplicate = key in self._seen
             self._seen.add(key)
@@ -246,6 +250,11 @@ class Ledger:
         """The task with this id, or None."""
         with self.lock:
             return self._tasks.get(task_id)
+
+    def owner(self, task_id: str) -> str | None:
+        """The Authorization header the task was created with (None: not recorded)."""
+        with self.lock:
+            return self._owners.get(task_id)
 
     def add_callback_record(self, task: Task, record: dict[str, Any]) -> None:
         """Note one callback delivery (or loss, or failure) on its task."""

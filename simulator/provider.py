@@ -218,6 +218,10 @@ class Simulator:
         if task is None:
             return self.error("invalid", cfg, "task not found"), "polls_unknown_task"
         key = authorization or ""
+        owner = self.ledger.owner(task.task_id)
+        if len(cfg.keys) > 1 and owner is not None and owner != key:
+            # an account sees only its own tasks: another key's task id is unknown to it
+            return self.error("invalid", cfg, "task not found"), "polls_other_key"
         account = cfg.rate_for(key) if cfg.polls_count_in_window else None
         limit, window_s = cfg.poll_limit_per_s, cfg.poll_window_s
         if not self.ledger.admit_poll(task.task_id, limit, window_s, account, now=t, key=key):

@@ -1,4 +1,4 @@
-"""``backbeat.credits``: read the account's credit balance, once per interval fleet-wide.
+"""``backbeat.credits``: read each account's credit balance, once per interval fleet-wide.
 
 Beat sends the tick every ``BACKBEAT_CREDITS_INTERVAL`` seconds (0: never) on the ``reconcile``
 queue (config/celery.py: it is a provider call, and ``housekeeping`` stays Redis-only). The
@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, replace
 from ..provider.client import Answer
 from ..provider.profiles import Outcome
 from ..workers import runtime, scripts
+from ..workers.accounts import Account
 from ..workers.app import app
 from ..workers.status import CREDITS_AT_FIELD, CREDITS_FIELD
 
@@ -60,43 +61,48 @@ class CreditRead:
     effect: str = ""
 
 
-def lease_key(rt: runtime.Runtime) -> str:
+def lease_key(rt: runtime.Runtime, account: Account | None = None) -> str:
     """The one-read-per-interval lease, beside the account's other limiter keys."""
-    return rt.keys.credits_lease(rt.account)
+    return rt.keys.credits_lease((account or rt.primary).id)
 
 
-def read_credits(rt: runtime.Runtime) -> CreditRead:
-    """One round: lease, poll token, the credit call, its report, the balance stored."""
+def read_credits(rt: runtime.Runtime, account: Account | None = None) -> CreditRead:
+    """One round for ``account`` (the first when None): lease, poll token, the credit call,
+    its report, the balance stored."""
+    account = account or rt.primary
     interval_s = rt.settings.credits_interval_s
     if interval_s <= 0:
         return CreditRead("disabled")
-    if not rt.settings.provider.credit_path:  # a profile without a documented credit endpoint
+    if not account.profile.credit_path:  # a profile without a documented credit endpoint
         return CreditRead("unsupported")
     lease_ms = max(1, int(interval_s * LEASE_SHARE * 1000))
-    if not rt.redis.set(lease_key(rt), "1", nx=True, px=lease_ms):
+    if not rt.redis.set(lease_key(rt, account), "1", nx=True, px=lease_ms):
         return CreditRead("leased")
-    limiter = rt.poll_limiter
+    limiter = account.poll
     grant = limiter.acquire(max_wait_s=TOKEN_WAIT_S)
     if not grant.granted:
-        log.info("credits: no poll token (%s): read skipped this round", grant.kind.value)
+        log.info("credits: no poll token (%s) for account %s: read skipped this round",
+                 grant.kind.value, account.name)
         return CreditRead(f"no_token:{grant.kind.value}")
-    answer, effect = limiter.call(grant, _credits_answer, rt)
+    answer, effect = limiter.call(grant, _credits_answer, account)
     if answer.outcome is not Outcome.ACCEPTED:
-        log.warning("credits: read failed: %s (%s) %s; limiter %s", answer.outcome.value,
-                    answer.code, answer.message, effect.value)
+        log.warning("credits: read for account %s failed: %s (%s) %s; limiter %s",
+                    account.name, answer.outcome.value, answer.code, answer.message,
+                    effect.value)
         return CreditRead(answer.outcome.value, effect=effect.value)
     at_ms = int(scripts.register(rt.redis, "store_credits")(
-        keys=[rt.keys.limiter_state(rt.account)],
-        args=[repr(answer.data), grant.at_ms, CREDITS_FIELD, CREDITS_AT_FIELD, GRANT_FIELD]) or 0)
-    log.debug("credits: balance %s", answer.data)
+        keys=[rt.keys.limiter_state(account.id)],
+        args=[repr(answer.data), grant.at_ms, CREDITS_FIELD, CREDITS_AT_FIELD, GRANT_FIELD,
+              "" if account.spec.credit_cost is None else repr(account.spec.credit_cost)]) or 0)
+    log.debug("credits: account %s balance %s", account.name, answer.data)
     return CreditRead(Outcome.ACCEPTED.value, answer.data, at_ms, effect.value)
 
 
-def _credits_answer(rt: runtime.Runtime) -> Answer:
+def _credits_answer(account: Account) -> Answer:
     """The credit call's answer, a 404 read as a transient failure: a deployment whose gateway
     does not serve the credit path must not have its submissions paused by this side read (a
     404 on a create call still pauses them)."""
-    answer = rt.provider.credits_answer()
+    answer = account.client.credits_answer()
     if answer.outcome is Outcome.NOT_FOUND:
         return replace(answer, outcome=Outcome.TRANSIENT)
     return answer
@@ -104,5 +110,7 @@ def _credits_answer(rt: runtime.Runtime) -> Answer:
 
 @app.task(name="backbeat.credits", acks_late=True, ignore_result=True)
 def credits() -> dict:
-    """Read the credit balance (at most once per BACKBEAT_CREDITS_INTERVAL, fleet-wide)."""
-    return asdict(read_credits(runtime.current()))
+    """Read each account's credit balance (at most once per BACKBEAT_CREDITS_INTERVAL per
+    account, fleet-wide); one account's failure does not skip the others."""
+    rt = runtime.current()
+    return {account.name: asdict(read_credits(rt, account)) for account in rt.accounts}

@@ -75,7 +75,7 @@ def apply_callback(rt: Runtime, job_id: str, payload: Any) -> CallbackResult:
     if not cb.usable:
         store.annotate(job_id, {"+callbacks_ignored": 1})
         return CallbackResult(False, job.state.value, note="ignored: " + "; ".join(cb.problems))
-    update = upstream.from_callback(cb, rt.settings.provider.track_retention_days)
+    update = upstream.from_callback(cb, rt.profile_of(job).track_retention_days)
     adopted = False
     for _ in range(ROUNDS):
         result = _apply_once(rt, job, cb.task_id or "", update)

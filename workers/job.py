@@ -160,6 +160,9 @@ PUBLIC_JOB: dict[str, Shown] = {
                    fields.String(required=True, metadata={"enum": STATES})),
     "params": Shown(lambda job: job.params, fields.Dict()),
     "upstream_task_id": Shown(lambda job: job.upstream_task_id, fields.String(allow_none=True)),
+    "account": Shown(lambda job: job.get("account") or None, fields.String(
+        allow_none=True, metadata={"description": "the provider account (its name, never its "
+                                                  "key) of the latest submission"})),
     "attempts": Shown(lambda job: job.int("attempts"), fields.Integer()),
     "tracks": Shown(lambda job: job.tracks, fields.List(fields.Nested(TrackOut))),
     "error": Shown(_object(JOB_ERROR, "error_code", "error_message"),

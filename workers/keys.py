@@ -27,7 +27,9 @@ Limiter (per provider account; every key of an account shares the hash tag ``{<a
     {p}:lim:{<acct>}:state           hash AIMD factors, cool-downs, breaker and pause state,
                                           <purpose>:calls:<outcome> answer counters (metrics),
                                           credits / credits:at / credits:grant (the last
-                                          balance read, its time, its grant's time)
+                                          balance read, its time, its grant's time),
+                                          credits:cost / credits:charged /
+                                          credits:charged_at_read (the credit floor)
     {p}:lim:{<acct>}:credits:lease   string one credit read per interval, fleet-wide (SET NX PX)
 """
 

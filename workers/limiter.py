@@ -108,6 +108,9 @@ class Kind(StrEnum):
     WINDOW = "window"
     #: refused: the limiter state was lost or moved; no grant for one window
     FENCE = "fence"
+    #: refused: the call would take the account's credits below its floor (acquire.lua):
+    #: until a balance read shows more (tasks/credits.py)
+    CREDITS = "credits"
 
 
 class Signal(StrEnum):
@@ -143,7 +146,9 @@ class Effect(StrEnum):
 
 
 #: refusals that never end by themselves within a short sleep: the caller should park the job
-GATED = frozenset({Kind.PAUSED, Kind.BREAKER})
+GATED = frozenset({Kind.PAUSED, Kind.BREAKER, Kind.CREDITS})
+#: refusals no sleep ends (an operator, a probe or a balance read does): returned at once
+UNSLEPT = frozenset({Kind.PAUSED, Kind.CREDITS})
 
 #: (Redis address, account state key) -> run_id of the instance this process last decided or
 #: learned the account's fence on: one that saw another instance where the state is now empty
@@ -215,6 +220,10 @@ class Gate(NamedTuple):
     effective_limit: int
 
 
+#: the state hash fields of the credit floor: the last balance read, the cost of one accepted
+#: submission, accepted submissions counted (report.lua) and their count at the read
+CREDIT_FIELDS = ("credits", "credits:cost", "credits:charged", "credits:charged_at_read")
+
 #: an answer counter in the account's state hash, ``<purpose>:calls:<outcome>`` (report.lua)
 CALLS_FIELD = re.compile(r"^(?P<purpose>[a-z_]+):calls:(?P<outcome>[a-z_]+)$")
 
@@ -252,7 +261,7 @@ class Limiter:
 
     def __init__(self, redis: Redis, keys: Keys, account: str, purpose: str, rate: RateSpec,
                  policy: Policy | None = None, burst: int = 1, margin_ms: int | None = None,
-                 respect_pause: bool = True) -> None:
+                 respect_pause: bool = True, credit_floor: float = 0.0) -> None:
         self.redis = redis
         self.purpose = purpose
         self.rate = rate
@@ -261,6 +270,8 @@ class Limiter:
         self.window_ms = rate.window_ms + (default_margin_ms(rate.window_ms)
                                            if margin_ms is None else margin_ms)
         self.respect_pause = respect_pause
+        #: with respect_pause: credits below which no submission is granted (acquire.lua)
+        self.credit_floor = credit_floor
         self.log_key = keys.bucket_log(account, purpose)
         self.state_key = keys.limiter_state(account)
         self._report = scripts.register(redis, "report")
@@ -270,7 +281,8 @@ class Limiter:
         # as EVALSHA (going through the Script object measured 6-8% slower per acquire)
         self._config = "|".join(str(x) for x in (
             purpose, rate.limit, self.window_ms, self.burst, "1" if respect_pause else "0",
-            self.policy.probe_lease_ms, self.policy.flight_ms)).encode()
+            self.policy.probe_lease_ms, self.policy.flight_ms,
+            format(max(0.0, credit_floor), "f"))).encode()
         #: EVALSHA head of acquire for the instance this process knows the account on (none
         #: yet: the first try_acquire meets NOSCRIPT and decides the fence)
         self._head = self._for_instance(_SEEN.get(self._seen_key, ""))[1]
@@ -348,7 +360,7 @@ class Limiter:
         waited = 0.0
         while True:
             grant = self.try_acquire()
-            if grant.granted or grant.kind is Kind.PAUSED or waited + grant.wait_s > max_wait_s:
+            if grant.granted or grant.kind in UNSLEPT or waited + grant.wait_s > max_wait_s:
                 return grant
             nap = grant.wait_s + random.uniform(0, WAKE_JITTER_MS) / 1000
             sleep(nap)
@@ -389,7 +401,8 @@ class Limiter:
             keys=[self.state_key, self.log_key],
             args=[self.purpose, signal, kind, self.rate.limit, p.beta, 1 / self.rate.limit,
                   p.cooldown_ms, retry_after_ms, jitter_ms, p.breaker_base_ms,
-                  p.breaker_cap_ms, outcome, p.pause_probe_ms, grant_id],
+                  p.breaker_cap_ms, outcome, p.pause_probe_ms, grant_id,
+                  "1" if self.respect_pause else "0"],
         ))
 
     def release(self, grant: Grant | None) -> None:
@@ -409,10 +422,11 @@ class Limiter:
             "pause:resumed_at": int(time.time() * 1000)})
 
     def gate(self, now_ms: int) -> Gate:
-        """The pause, the breaker and the effective limit at ``now_ms`` (one HMGET)."""
-        (pause, auto, probe_at, breaker, breaker_until, factor) = self.redis.hmget(
+        """The pause, the breaker, the credit floor and the effective limit at ``now_ms``
+        (one HMGET)."""
+        (pause, auto, probe_at, breaker, breaker_until, factor, *credits) = self.redis.hmget(
             self.state_key, "pause", "pause:auto", "pause:probe_at", "breaker", "breaker:until",
-            f"{self.purpose}:factor")
+            f"{self.purpose}:factor", *CREDIT_FIELDS)
         probe_due = False
         if pause:
             if auto != "1" or now_ms < int(probe_at or 0):
@@ -422,7 +436,30 @@ class Limiter:
             if now_ms < int(breaker_until or 0):
                 return Gate(True, False, 0)
             probe_due = True
-        return Gate(False, probe_due, effective_limit(self.rate.limit, float(factor or 1)))
+        eff = effective_limit(self.rate.limit, float(factor or 1))
+        room = self.credit_room(dict(zip(CREDIT_FIELDS, credits, strict=True)))
+        if room is not None:
+            if room <= 0:
+                return Gate(True, False, 0)
+            eff = min(eff, room)
+        return Gate(False, probe_due, eff)
+
+    def credit_room(self, raw: dict[str, Any]) -> int | None:
+        """How many more submissions the account's credits pay for above its floor, from the
+        last balance read, the learned (or configured) cost and the accepted calls since the
+        read (calls in flight not deducted); None while a balance or a cost is unknown, or
+        for a bucket the floor does not apply to (polls)."""
+        if not self.respect_pause:
+            return None
+        try:
+            balance, cost = float(raw.get("credits") or "x"), float(raw.get("credits:cost") or "x")
+        except ValueError:
+            return None
+        if cost <= 0:
+            return None
+        since = max(0, int(raw.get("credits:charged") or 0)
+                    - int(raw.get("credits:charged_at_read") or 0))
+        return max(0, int((balance - self.credit_floor) / cost + 1e-9) - since)
 
     def state(self) -> dict[str, Any]:
         """What operators see: effective rate, tokens left, cool-down, breaker, pause."""

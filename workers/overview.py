@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .accounts import Account
 from .runtime import Runtime
 from .states import ORDER, JobState
 from .status import limiter_status
@@ -27,7 +28,7 @@ HISTORY_EVENTS = 20_000
 def overview(rt: Runtime, recent: int = RECENT) -> dict[str, Any]:
     """The picture now (see the module docstring); JSON-ready."""
     status = limiter_status(rt)
-    keys, redis, submit = rt.keys, rt.redis, rt.submit_limiter
+    keys, redis = rt.keys, rt.redis
     dup_key = keys.metric(DUPLICATES)
     pipe = redis.pipeline(transaction=False)
     for index in keys.state_indexes:
@@ -38,29 +39,63 @@ def overview(rt: Runtime, recent: int = RECENT) -> dict[str, Any]:
     pipe.time()
     *counts, dup_total, dup_ids, failed_ids, (secs, micros) = pipe.execute()
     jobs = rt.store.get_many([*failed_ids, *dup_ids])  # one round trip
-    bucket = status["submit"]
+    live = [a for a in status["accounts"] if a["weight"] > 0] or status["accounts"]
+    calls: dict[str, int] = {}
+    for a in live:
+        for outcome, n in a["submit"]["calls"].items():
+            calls[outcome] = calls.get(outcome, 0) + n
+    first = status["accounts"][0]
     return {
         "t": secs * 1000 + micros // 1000,
         "account": status["account"],
         "provider": status["provider"],
         "jobs": {state.value: n for state, n in zip(ORDER, counts, strict=True)},
         "backlog": status["backlog"],
-        "rule": {"rate": bucket["rate"], "limit": submit.rate.limit,
-                 "window_s": submit.rate.window_ms / 1000,
-                 "effective_limit": bucket["effective_limit"]},
-        "window_calls": bucket["window_calls"],
-        "in_flight": bucket["in_flight"],
-        "throttles": bucket["throttles"],
-        "cooldown_s": bucket["cooldown_s"],
-        "calls": bucket["calls"],
+        # the fleet's rule: the sum over the accounts that take submissions, each limit
+        # scaled to the first one's window ("accounts" has each one's own rule)
+        "rule": {"rate": first["submit"]["rate"] if len(live) == 1 else
+                 f"{_fleet_limit(live, first)}/{_window_s(first):g}s",
+                 "limit": _fleet_limit(live, first), "window_s": _window_s(first),
+                 "effective_limit": int(sum(
+                     a["submit"]["effective_limit"] * _window_s(first) / _window_s(a)
+                     for a in live) + 1e-9)},
+        "window_calls": sum(a["submit"]["window_calls"] for a in live),
+        "in_flight": sum(a["submit"]["in_flight"] for a in live),
+        "throttles": sum(a["submit"]["throttles"] for a in live),
+        "cooldown_s": max(a["submit"]["cooldown_s"] for a in live),
+        "calls": calls,
         "breaker": status["breaker"],
         "pause": status["pause"],
         "credits": status.get("credits"),
+        "accounts": [_account(a) for a in status["accounts"]],
         "failures": [_brief(job.to_public()) for job in jobs[:len(failed_ids)] if job],
         "duplicates": {"total": int(dup_total or 0),
                        "recent": [_brief(job.to_public()) for job in jobs[len(failed_ids):]
                                   if job]},
     }
+
+
+def _limit(account: dict[str, Any]) -> int:
+    return int(account["submit"]["rate"].split("/")[0])
+
+
+def _fleet_limit(live: list[dict[str, Any]], first: dict[str, Any]) -> int:
+    """The calls the accounts in ``live`` may make together in ``first``'s window."""
+    w0 = _window_s(first)
+    return int(sum(_limit(a) * w0 / _window_s(a) for a in live) + 1e-9)
+
+
+def _window_s(account: dict[str, Any]) -> float:
+    return float(account["submit"]["rate"].split("/")[1].rstrip("s"))
+
+
+def _account(a: dict[str, Any]) -> dict[str, Any]:
+    """One account's line of the picture."""
+    return {"name": a["name"], "provider": a["provider"], "weight": a["weight"],
+            "rate": a["submit"]["rate"], "effective_limit": a["submit"]["effective_limit"],
+            "window_calls": a["submit"]["window_calls"], "in_flight": a["submit"]["in_flight"],
+            "throttles": a["submit"]["throttles"], "calls": a["submit"]["calls"],
+            "breaker": a["breaker"], "pause": a["pause"], "credits": a["credits"]}
 
 
 def _brief(job: dict[str, Any]) -> dict[str, Any]:
@@ -73,10 +108,11 @@ def _brief(job: dict[str, Any]) -> dict[str, Any]:
 def window_history(rt: Runtime, seconds: int = HISTORY_S) -> dict[str, Any]:
     """The submit window over the last ``seconds``, one point a second: how many provider
     create calls the window ending at each second held, read back from the transition stream
-    (every create call is preceded by exactly one move to ``submitting``: the claim). With the
-    rule's limit and the effective limit now, so a page opened late still shows the past."""
-    submit = rt.submit_limiter
-    window_ms = submit.rate.window_ms
+    (every create call is preceded by exactly one move to ``submitting``: the claim), over
+    every account. With the rule's limit and the effective limit now (summed over the
+    accounts that take submissions), so a page opened late still shows the past."""
+    live = [a for a in rt.accounts if a.weight > 0]
+    window_ms = rt.primary.submit.rate.window_ms
     now_ms = rt.store.now_ms()
     start_ms = now_ms - seconds * 1000
     events = rt.redis.xrevrange(rt.keys.events, max="+", min=str(start_ms - window_ms),
@@ -90,5 +126,12 @@ def window_history(rt: Runtime, seconds: int = HISTORY_S) -> dict[str, Any]:
         while lo < hi and claims[lo] <= t - window_ms:
             lo += 1
         points.append([t, hi - lo])
-    return {"t": now_ms, "limit": submit.rate.limit, "window_s": window_ms / 1000,
-            "effective_limit": submit.state()["effective_limit"], "points": points}
+    def in_first_window(a: Account, calls: int) -> float:
+        return calls * window_ms / a.submit.rate.window_ms
+
+    return {"t": now_ms,
+            "limit": int(sum(in_first_window(a, a.submit.rate.limit) for a in live) + 1e-9),
+            "window_s": window_ms / 1000,
+            "effective_limit": int(sum(in_first_window(a, a.submit.state()["effective_limit"])
+                                       for a in live) + 1e-9),
+            "points": points}

@@ -1,7 +1,8 @@
 """The pump: sends parked jobs back to the broker, only when the limiter can take them.
 
-While the account is paused or the breaker is open, a cycle costs two Redis commands whatever
-the backlog (TIME, HMGET): a paused backlog of 100k jobs costs Redis almost nothing. Otherwise
+While every account is paused or its breaker open, a cycle costs one Redis command per account
+plus one whatever the backlog (TIME, HMGET each): a paused backlog of 100k jobs costs Redis
+almost nothing. Otherwise
 one pump at a time, fleet-wide, counts the room in the queue and fills it (a short lease), so a
 second beat's pump never counts the same room twice.
 """
@@ -58,11 +59,16 @@ def wake_lease_ms(settings: Settings) -> int:
 
 
 def wake_budget(rt: Runtime) -> int:
-    """0 while gated; 1 when a probe is due; else the effective limit less the jobs already
-    at the front of the line (woken earlier and not taken yet)."""
-    gate = rt.submit_limiter.gate(rt.store.now_ms())
-    if gate.closed:
+    """What the accounts that take submissions can take soon: per account 0 while gated, 1
+    when a probe is due, else its effective limit; less the jobs already at the front of the
+    line (woken earlier and not taken yet)."""
+    now_ms = rt.store.now_ms()
+    room = 0
+    for account in rt.accounts:
+        if account.weight <= 0:  # draining: no new submission through it
+            continue
+        gate = account.submit.gate(now_ms)
+        room += 0 if gate.closed else 1 if gate.probe_due else gate.effective_limit
+    if room <= 0:
         return 0
-    if gate.probe_due:
-        return 1
-    return max(0, gate.effective_limit - rt.broker_redis.llen(rt.keys.submit_queue))
+    return max(0, room - rt.broker_redis.llen(rt.keys.submit_queue))

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from ..provider import answers as upstream
 from ..provider.profiles import Outcome
+from .accounts import Account
+from .job import Job
 from .leases import CYCLE_LEASE_MS
 from .limiter import Grant
 from .regeneration import apply_reported
@@ -53,23 +55,44 @@ def next_poll_delay_ms(rt: Runtime, age_ms: int, callbacks_seen: bool) -> int:
 
 
 def run_cycle(rt: Runtime, limit: int = CYCLE_LIMIT) -> CycleReport:
-    """Poll every due job once (within the poll budget and the lease) and settle expired
-    uncertain ones."""
+    """Poll every due job once through its own account (within that account's poll budget
+    and the lease) and settle expired uncertain ones. An account whose budget is spent hands
+    its jobs back for the next cycle; the others' jobs are still polled."""
     report = CycleReport()
     settle_uncertain(rt, report, limit)
     until = time.monotonic() + CYCLE_LEASE_MS / 1000  # read before the claim: errs on the safe side
     ids = rt.store.claim_due(rt.keys.poll, limit, CYCLE_LEASE_MS + longest_poll_ms(rt))
     report.claimed = len(ids)
+    spent: dict[str, int] = {}  # account name -> ms until its poll bucket has a token again
     for index, job_id in enumerate(ids):
         if time.monotonic() >= until:  # a poll started now could outlive the lease
             hand_back(rt, ids[index:], 0, report)
             break
-        grant = rt.poll_limiter.acquire(max_wait_s=POLL_TOKEN_WAIT_S)
-        if not grant.granted:  # budget spent: hand the rest back for the next cycle
-            hand_back(rt, ids[index:], int(grant.wait_s * 1000) + 100, report)
-            break
-        poll_one(rt, job_id, report, grant)
+        job = rt.store.get(job_id)
+        account = rt.account_named(job.get("account")) if job is not None else rt.primary
+        if account is None:  # its account is no longer configured: nobody may poll its task
+            unknown_account(rt, job_id, job.get("account") if job else "", report)
+            continue
+        if account.name in spent:
+            hand_back(rt, [job_id], spent[account.name], report)
+            continue
+        grant = account.poll.acquire(max_wait_s=POLL_TOKEN_WAIT_S)
+        if not grant.granted:  # this account's budget is spent: its jobs wait for next cycle
+            spent[account.name] = int(grant.wait_s * 1000) + 100
+            hand_back(rt, [job_id], spent[account.name], report)
+            continue
+        poll_one(rt, job_id, report, grant, account, job)
     return report
+
+
+def unknown_account(rt: Runtime, job_id: str, name: str, report: CycleReport) -> None:
+    """A job whose task belongs to an account no longer in BACKBEAT_ACCOUNTS: kept (its
+    callbacks still apply) and looked at again after the longest poll delay, so putting the
+    account back (or letting it drain, weight 0) resumes its polls."""
+    log.error("job %s: its task belongs to account %r, which is not configured: not polled "
+              "(restore the account, with weight 0 to drain it)", job_id, name)
+    rt.store.reschedule(rt.keys.poll, job_id, int(rt.settings.poll_max_delay_s * 1000))
+    report.deferred += 1
 
 
 def longest_poll_ms(rt: Runtime) -> int:
@@ -85,15 +108,20 @@ def hand_back(rt: Runtime, ids: list[str], delay_ms: int, report: CycleReport) -
     report.deferred += len(ids)
 
 
-def poll_one(rt: Runtime, job_id: str, report: CycleReport, grant: Grant | None = None) -> None:
-    """One record-info call for one leased job, then its transition and next poll time."""
+def poll_one(rt: Runtime, job_id: str, report: CycleReport, grant: Grant | None = None,
+             account: Account | None = None, job: Job | None = None) -> None:
+    """One record-info call for one leased job through ``account`` (the job's own: the first
+    when None), then its transition and next poll time. ``job``: the record as the cycle read
+    it (read here when None); every move below is conditional on the state read, so a job
+    that moved meanwhile is simply polled again."""
     store = rt.store
-    job = store.get(job_id)
+    account = account or rt.primary
+    job = job or store.get(job_id)
     if job is None or job.state not in IN_FLIGHT or not job.upstream_task_id:
         rt.redis.zrem(rt.keys.poll, job_id)
-        rt.poll_limiter.release(grant)
+        account.poll.release(grant)
         return
-    answer, _ = rt.poll_limiter.call(grant, rt.provider.record_info, job.upstream_task_id)
+    answer, _ = account.poll.call(grant, account.client.record_info, job.upstream_task_id)
     report.polled += 1
     report.outcomes[answer.outcome.value] = report.outcomes.get(answer.outcome.value, 0) + 1
     store.annotate(job_id, {"+polls": 1})
@@ -121,7 +149,7 @@ def poll_one(rt: Runtime, job_id: str, report: CycleReport, grant: Grant | None 
         return
     if job.int("poll_refusals"):
         store.annotate(job_id, {"poll_refusals": 0})
-    update = upstream.from_record(answer.data, rt.settings.provider.track_retention_days)
+    update = upstream.from_record(answer.data, account.profile.track_retention_days)
     if update.stage is not None:
         # only on the state read before the call: a callback (or a resubmission) that moved
         # the job meanwhile wins, and the job is simply polled again

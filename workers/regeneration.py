@@ -21,7 +21,7 @@ from .store import Job, Transition
 def apply_reported(rt: Runtime, job: Job, to: JobState, reason: str, fields: dict[str, Any],
                    poll_delay_ms: int | None = None) -> Transition:
     """Move ``job`` (as read, ``require_from`` its state then) to what the provider reported."""
-    if to is JobState.FAILED and job.upstream_task_id and _retryable(rt, fields):
+    if to is JobState.FAILED and job.upstream_task_id and _retryable(rt, job, fields):
         tries = job.int("failures") + 1
         if tries < rt.settings.max_attempts:
             return resubmit(rt, job, reason, fields, tries)
@@ -46,7 +46,8 @@ def resubmit(rt: Runtime, job: Job, reason: str, fields: dict[str, Any],
                 "previous_task_ids": ",".join([*job.previous_task_ids, job.upstream_task_id])})
 
 
-def _retryable(rt: Runtime, fields: dict[str, Any]) -> bool:
-    profile = rt.settings.provider
+def _retryable(rt: Runtime, job: Job, fields: dict[str, Any]) -> bool:
+    """Whether the failure is one the job's provider (its account's) says may succeed again."""
+    profile = rt.profile_of(job)
     return (profile.retryable_failure(fields.get("error_code", ""))
             or profile.retryable_failure(fields.get("upstream_status", "")))

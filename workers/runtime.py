@@ -10,7 +10,11 @@ from redis import Redis
 
 from ..config.settings import Secret, Settings, get_settings
 from ..provider.client import ProviderClient
-from .keys import Keys, account_id
+from ..provider.profiles import ProviderProfile
+from .accounts import Account
+from .accounts import build as build_accounts
+from .job import Job
+from .keys import Keys
 from .leases import Leases
 from .limiter import Limiter, Policy
 from .redis_conn import client
@@ -43,48 +47,67 @@ class Runtime:
     @cached_property
     def store(self) -> JobStore:
         retention_ms = int(self.settings.retention_days * 86_400_000)
-        return JobStore(self.redis, self.keys, retention_ms=retention_ms, account=self.account)
+        # one account: its id names every transition's log line (several: the claim names it)
+        return JobStore(self.redis, self.keys, retention_ms=retention_ms,
+                        account=self.account if len(self.accounts) == 1 else "")
 
     @cached_property
     def leases(self) -> Leases:
         return Leases(self.redis, self.keys)
 
     @cached_property
-    def account(self) -> str:
-        return account_id(self.settings.provider.name, self.settings.api_key.reveal())
-
-    @cached_property
     def policy(self) -> Policy:
         return Policy.from_settings(self.settings)
 
     @cached_property
-    def submit_limiter(self) -> Limiter:
-        s = self.settings
-        return Limiter(self.redis, self.keys, self.account, "submit", s.submit_rate,
-                       self.policy, burst=s.submit_burst)
+    def accounts(self) -> tuple[Account, ...]:
+        """Every provider account, in configured order (docs/DESIGN.md section 4)."""
+        return build_accounts(self.settings, self.redis, self.keys, self.policy)
 
-    @cached_property
+    @property
+    def primary(self) -> Account:
+        """The first account: the only one of a single-key deployment."""
+        return self.accounts[0]
+
+    def account_named(self, name: str | None) -> Account | None:
+        """The account called ``name``; a job that names none (created before accounts were
+        recorded) belongs to the first; None for a name no longer configured."""
+        if not name:
+            return self.primary
+        return next((a for a in self.accounts if a.name == name), None)
+
+    def profile_of(self, job: Job) -> ProviderProfile:
+        """The provider profile that reads ``job``'s task: its account's (BACKBEAT_PROVIDER's
+        when the account is no longer configured)."""
+        account = self.account_named(job.get("account"))
+        return account.profile if account is not None else self.settings.provider
+
+    @property
+    def account(self) -> str:
+        """The first account's id (the limiter keys' name for it)."""
+        return self.primary.id
+
+    @property
+    def submit_limiter(self) -> Limiter:
+        """The first account's submit bucket (single-account callers and tests)."""
+        return self.primary.submit
+
+    @property
     def poll_limiter(self) -> Limiter:
-        """Polls share the breaker but not the credits pause (record-info costs nothing).
+        """The first account's poll bucket. Polls share the breaker but not the credits
+        pause (record-info costs nothing).
 
         With ``BACKBEAT_POLLS_SHARE_SUBMIT_WINDOW`` (a provider whose one N/W rule counts polls
         and submissions together), the poll bucket IS the submit bucket: every poll takes its
         grant from the submit log, so the submit window's proof (acquire.lua) holds for every
         call of either kind; polls keep ignoring the credits pause, and a throttled poll slows
         submissions too (one rule, one AIMD). ``BACKBEAT_POLL_RATE`` then does not apply."""
-        s = self.settings
-        if s.polls_share_submit_window:
-            return Limiter(self.redis, self.keys, self.account, "submit", s.submit_rate,
-                           self.policy, burst=s.submit_burst, respect_pause=False)
-        return Limiter(self.redis, self.keys, self.account, "poll", s.poll_rate, self.policy,
-                       burst=s.poll_rate.limit, respect_pause=False)
+        return self.primary.poll
 
-    @cached_property
+    @property
     def provider(self) -> ProviderClient:
-        s = self.settings
-        return ProviderClient(s.provider, s.api_base_url, s.api_key,
-                              connect_timeout_s=s.connect_timeout_s,
-                              read_timeout_s=s.read_timeout_s)
+        """The first account's client."""
+        return self.primary.client
 
     @cached_property
     def secret(self) -> Secret:

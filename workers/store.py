@@ -54,7 +54,8 @@ class JobStore:
         self.redis = redis
         self.keys = keys
         self.retention_ms = retention_ms
-        #: the provider account (anonymised) named in each transition's log line
+        #: the provider account (anonymised) named in each transition's log line; with several
+        #: accounts "": the claim's line names the account the job goes through
         self.account = account
         self._create = scripts.register(redis, "create_job")
         self._transition = scripts.register(redis, "transition")
@@ -151,10 +152,11 @@ class JobStore:
         if result.applied:  # one line per applied move; a refused one logs nothing
             origin = result.before.value if result.before else ""
             context = {"job": job_id, "from": origin, "to": to.value, "reason": reason}
-            if self.account:
-                context["account"] = self.account
+            account = self.account or str((fields or {}).get("account") or "")
+            if account:
+                context["account"] = account
             log.info("job %s %s -> %s (%s)%s", job_id, origin, to.value, reason,
-                     f" account {self.account}" if self.account else "", extra=context)
+                     f" account {account}" if account else "", extra=context)
         return result
 
     def _merged_tracks(self, job_id: str, new: Any) -> str:

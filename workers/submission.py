@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ..provider.client import Answer
 from ..provider.profiles import Outcome
 from . import node
+from .accounts import Account, choose
 from .dispatch import send_submit
 from .limiter import GATED, Effect
 from .pump import wake_lease_ms
@@ -53,31 +54,33 @@ def submit_job(rt: Runtime, job_id: str) -> Step:
     if job.state is not JobState.QUEUED:
         return Step(f"already {job.state.value}")
 
-    limiter, started = rt.submit_limiter, time.monotonic()
+    started = time.monotonic()
     vt = rt.settings.visibility_timeout_s
     max_wait, max_hold = min(MAX_INLINE_WAIT_S, vt / 10), min(MAX_HOLD_S, vt / 4)
     while True:
-        try:
-            grant = limiter.acquire(max_wait_s=max_wait, sleep=node.nap)
+        try:  # the first account (weighted order) that can take it
+            choice = choose(rt.accounts, max_wait_s=max_wait, sleep=node.nap)
         except node.Draining:  # this node is shutting down: another node takes the job now
             hand_over(rt, job_id)
             return Step("worker draining: handed to another node")
-        if not grant.granted:
+        account, grant = choice.account, choice.grant
+        if account is None:
             rt.store.park(job_id, 0 if grant.kind in GATED else int(grant.wait_s * 1000))
             return Step(f"parked ({grant.kind})")
         attempt_id = uuid.uuid4().hex
         claim = rt.store.transition(
             job_id, JobState.SUBMITTING, "submit", require_from=JobState.QUEUED,
-            fields={"attempt_id": attempt_id, "+attempts": 1},
+            fields={"attempt_id": attempt_id, "+attempts": 1, "account": account.name},
         )
         if not claim.applied:
-            limiter.release(grant)
+            account.submit.release(grant)
             return Step(f"claimed elsewhere ({claim.before.value if claim.before else 'gone'})")
-        answer, effect = limiter.call(grant, rt.provider.create, job.type, job.params,
-                                      callback_url(rt.settings, rt.secret, job_id))
+        answer, effect = account.submit.call(grant, account.client.create, job.type, job.params,
+                                             callback_url(rt.settings, rt.secret, job_id))
         if effect not in (Effect.NONE, Effect.RAISED):
-            log.warning("limiter: %s after %s (code %s)", effect, answer.outcome.value, answer.code)
-        step = record_answer(rt, job_id, attempt_id, answer)
+            log.warning("limiter: %s after %s (code %s, account %s)", effect,
+                        answer.outcome.value, answer.code, account.name)
+        step = record_answer(rt, job_id, attempt_id, answer, account)
         if step is not None:
             return step
         if time.monotonic() - started > max_hold:
@@ -92,11 +95,16 @@ def hand_over(rt: Runtime, job_id: str) -> None:
     send_submit(rt.settings, job_id, front=True)
 
 
-def record_answer(rt: Runtime, job_id: str, attempt_id: str, answer: Answer) -> Step | None:
-    """Apply one provider answer; None means 'throttled: wait for a token and try again now'."""
+def record_answer(rt: Runtime, job_id: str, attempt_id: str, answer: Answer,
+                  account: Account | None = None) -> Step | None:
+    """Apply one provider answer (read with ``account``'s provider table: the first account
+    when None); None means 'back to queued: choose an account and try again now' (a throttle;
+    or, with several accounts, an answer that gated this one)."""
     store, outcome = rt.store, answer.outcome
-    log.info("job %s attempt %s: %s (code %s)", job_id, attempt_id, outcome.value, answer.code,
-             extra={"job": job_id, "account": rt.account, "attempt": attempt_id,
+    account = account or rt.primary
+    log.info("job %s attempt %s: %s (code %s, account %s)", job_id, attempt_id, outcome.value,
+             answer.code, account.name,
+             extra={"job": job_id, "account": account.name, "attempt": attempt_id,
                     "outcome": outcome.value, "code": answer.code})
     if outcome is Outcome.ACCEPTED:
         moved = store.transition(
@@ -125,12 +133,19 @@ def record_answer(rt: Runtime, job_id: str, attempt_id: str, answer: Answer) -> 
     if outcome in (Outcome.MAINTENANCE, Outcome.CREDITS, Outcome.UNAUTHORIZED,
                    Outcome.NOT_FOUND):
         if outcome is Outcome.UNAUTHORIZED:
-            log.error("provider refused the API key (code %s): check BACKBEAT_API_KEY; "
-                      "submissions are paused", answer.code)
+            log.error("provider refused the API key of account %s (code %s): check "
+                      "BACKBEAT_API_KEY / BACKBEAT_ACCOUNTS; its submissions are paused",
+                      account.name, answer.code)
         if outcome is Outcome.NOT_FOUND:
-            log.error("provider answered %s (invalid request method or path): check "
-                      "BACKBEAT_API_BASE_URL and BACKBEAT_PROVIDER; submissions are paused",
-                      answer.code)
+            log.error("provider answered %s (invalid request method or path) to account %s: "
+                      "check BACKBEAT_API_BASE_URL and BACKBEAT_PROVIDER (or the account's "
+                      "base_url and provider); its submissions are paused", answer.code,
+                      account.name)
+        if sum(a.weight > 0 for a in rt.accounts) > 1:
+            # this account is gated now (report.lua opened its breaker or paused it): the
+            # job goes on at once through another one, or is parked when none can take it
+            _requeue(rt, job_id, attempt_id, answer, outcome.value, {})
+            return None
         _requeue(rt, job_id, attempt_id, answer, outcome.value, {}, park_delay_ms=0)
         return Step(f"{outcome.value}: parked")
     # transient: bounded retries with exponential backoff and full jitter

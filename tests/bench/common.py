@@ -95,10 +95,12 @@ class SimProcess:
     """The simulator as its own process (``backbeat sim``): calls are stamped on arrival by a
     process the benchmark driver's own work cannot starve, as a real provider would."""
 
-    def __init__(self, run_dir: Path, api_key: str) -> None:
+    def __init__(self, run_dir: Path, api_key: str, *more_keys: str) -> None:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "BACKBEAT_API_KEY": api_key}
+        # several keys (an account pool): click splits a multiple option's variable on spaces;
+        # keys travel in the environment, never on a command line
+        env = {**os.environ, "BACKBEAT_API_KEY": " ".join((api_key, *more_keys))}
         self.proc = Proc.start("sim", [venv_bin("backbeat"), "sim", "--port", str(port),
                                        "--profile", "sunoapi", "--rate", "20/10s"],
                                env, run_dir)

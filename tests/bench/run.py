@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_accounts  # noqa: E402
 import bench_adaptive  # noqa: E402
 import bench_paused  # noqa: E402
 import bench_reconcile  # noqa: E402
@@ -39,6 +40,7 @@ BENCHMARKS = {
     "adaptive": bench_adaptive,
     "paused": bench_paused,
     "reconcile": bench_reconcile,
+    "accounts": bench_accounts,
     "reliability": bench_reliability,
 }
 #: run only when named (``make chaos``): the long chaos run takes several minutes on its own

@@ -162,12 +162,30 @@ def test_polls_and_credit_calls_take_a_place_in_their_own_keys_window(
     assert codes(http, sim, make_body, KEY_A, 1, "a") == [throttle]
     assert http.get(sim.url + spec.credit_path, headers=bearer(KEY_A),
                     timeout=10).json()["code"] == throttle
-    # B polls A's task and checks its credits in its own window, then still creates
-    assert http.get(poll, params={"taskId": task_id}, headers=bearer(KEY_B),
+    # B creates, polls its own task and checks its credits in its own window: its 4th call
+    # is the one throttled
+    own = create(http, sim, make_body(title="b-own"), KEY_B).json()["data"]["taskId"]
+    assert http.get(poll, params={"taskId": own}, headers=bearer(KEY_B),
                     timeout=10).json()["code"] == 200
     assert http.get(sim.url + spec.credit_path, headers=bearer(KEY_B),
                     timeout=10).json()["code"] == 200
-    assert codes(http, sim, make_body, KEY_B, 2, "b") == [200, throttle]
+    assert codes(http, sim, make_body, KEY_B, 1, "b") == [throttle]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_a_task_is_seen_only_by_the_key_that_created_it(make_sim, http, make_body, profile):
+    """A task id belongs to its account: record-info with another pooled key answers the
+    profile's "not found" refusal (counted as polls_other_key), with its own key the data."""
+    spec = get_profile(profile)
+    sim = pool_sim(make_sim, profile=profile)
+    task_id = create(http, sim, make_body(), KEY_A).json()["data"]["taskId"]
+    poll = sim.url + ENDPOINTS["record-info"]
+    other = http.get(poll, params={"taskId": task_id}, headers=bearer(KEY_B), timeout=10).json()
+    assert other["code"] == spec.emits["invalid"] and "not found" in other["msg"]
+    assert http.get(poll, params={"taskId": task_id}, headers=bearer(KEY_A),
+                    timeout=10).json()["code"] == 200
+    doc = stats(http, sim)
+    assert doc["polls_other_key"] == 1 and doc["polls_unknown_task"] == 0
 
 
 @pytest.mark.parametrize("profile", PROFILES)

@@ -193,6 +193,83 @@ def test_the_live_module_does_not_need_the_devstack():
     assert not [m for m in imported if "devstack" in m or "simulator" in m], imported
 
 
+# -- several provider accounts --------------------------------------------------------------
+
+#: three accounts: "main" takes submissions, "spare" (another rate) has its breaker opened,
+#: "old" (weight 0, another provider) drains and is paused for credits
+ACCOUNTS = ('[{"name": "main", "api_key": "sk-lv-main"},'
+            ' {"name": "spare", "api_key": "sk-lv-spare", "submit_rate": "10/10s"},'
+            ' {"name": "old", "api_key": "sk-lv-old", "provider": "kie", "weight": 0}]')
+
+
+@pytest.fixture
+def accounts(client) -> dict[str, Any]:
+    """The overview of a three-account fleet (ACCOUNTS) on this file's key prefix: one call
+    accepted through "main", a maintenance answer through "spare", a credits answer through
+    "old"."""
+    from backbeat.api.client import Client
+
+    settings = Settings.from_env({**os.environ, **ENV, "BACKBEAT_ACCOUNTS": ACCOUNTS})
+    rt = Runtime(settings)
+    main_, spare, old = rt.accounts
+    grant = main_.submit.try_acquire()
+    assert grant.granted, grant
+    main_.submit.report(Outcome.ACCEPTED, grant)
+    assert spare.submit.report(Outcome.MAINTENANCE) == "opened"
+    old.submit.report(Outcome.CREDITS)
+    ov = Client(settings).overview()
+    assert [a["name"] for a in ov["accounts"]] == ["main", "spare", "old"], ov["accounts"]
+    return ov
+
+
+def _account_rows(text: str) -> dict[str, str]:
+    """The accounts section's rows of a rendered panel, by account name."""
+    rows = {}
+    for ln in text.splitlines():
+        m = re.match(r"│ (?:accounts|        ) (main|spare|old) +(.*?) *│$", ln)
+        if m:
+            rows[m.group(1)] = m.group(2)
+    return rows
+
+
+def test_render_has_a_row_per_account_with_its_own_state(accounts):
+    text = text_of(live.render(accounts))
+    rows = _account_rows(text)
+    assert list(rows) == ["main", "spare", "old"], text
+    assert re.fullmatch(r"sunoapi +1/20 of 20/10s +breaker closed", rows["main"]), text
+    assert re.fullmatch(r"sunoapi +0/10 of 10/10s +breaker open, \d+(\.\d+)? s left",
+                        rows["spare"]), text
+    assert re.fullmatch(r"kie +0/\d+ of \S+ +draining · breaker closed · paused \(credits\)",
+                        rows["old"]), text
+    assert re.search(r"^│ accounts main ", text, re.M), text
+    assert "draining" not in rows["main"] + rows["spare"]
+    # the failures heading still comes right above the failures, below the accounts
+    lines = text.splitlines()
+    at = [i for i, ln in enumerate(lines) if re.match(r"│ failures +0 failed", ln)]
+    assert at and at[0] > max(i for i, ln in enumerate(lines) if " old " in ln), text
+    assert max(map(len, text_of(live.render(accounts), width=80).splitlines())) <= 80
+
+
+def test_one_account_renders_as_before(client, troubled):
+    ov = client.overview()
+    assert len(ov["accounts"]) == 1, ov["accounts"]
+    old = {k: v for k, v in ov.items() if k != "accounts"}  # a picture of an older server
+    text = text_of(live.render(ov))
+    assert text == text_of(live.render(old))
+    assert live.line(ov) == live.line(old)
+    assert "accounts" not in text and "acct" not in live.line(ov)
+    assert re.search(r"^│ failures +1 failed", text, re.M), text  # in the facts, as before
+
+
+def test_line_names_each_account_in_trouble(accounts):
+    trouble = " | acct spare: breaker open | acct old: paused (credits)"
+    fleet = {k: v for k, v in accounts.items() if k != "accounts"}
+    text = live.line(accounts)
+    assert text == live.line(fleet) + trouble, text  # main: nothing wrong, nothing said
+    assert text.startswith("no jobs | window 1/30 per 10s | "), text  # main's and spare's
+    assert live.line(accounts, timers=False) == live.line(fleet, timers=False) + trouble
+
+
 # -- backbeat watch -------------------------------------------------------------------------
 
 

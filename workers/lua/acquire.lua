@@ -1,7 +1,7 @@
 -- acquire.lua: take one call from an account's bucket, through its gates, in one round trip.
 --
 -- Call: EVALSHA sha 2 log state  config grant_id
---   config = "purpose|limit|window_ms|burst|respect_pause|probe_lease_ms|flight_ms", one
+--   config = "purpose|limit|window_ms|burst|respect_pause|probe_lease_ms|flight_ms|floor", one
 --   argument the caller encodes once (fewer arguments: a cheaper call on the hot path)
 --   The caller puts one line before this text, ``local instance = '<run_id>'``: the run_id of
 --   the Redis instance it loads the script on (so the text, and its sha, are that instance's).
@@ -22,11 +22,15 @@
 --   probe_lease_ms  how long a half-open probe is exclusively held by its taker
 --   flight_ms       longest a granted call can stay unanswered (the caller's timeouts);
 --                   a grant nobody reports (its worker died) stops counting after that
+--   floor           credits below which the account takes no submission (with
+--                   respect_pause): once a balance and the cost of one accepted call are
+--                   known (store_credits.lua), a grant is refused ("credits") when
+--                   credits - cost * (accepted since the read + in flight + 1) < floor
 -- ARGV[2] grant_id  a caller-made unique id for this grant (the log's member)
 -- Returns one string "granted|wait_ms|now_ms|kind" (granted 1|0). kind: "ok" | "probe"
 -- (breaker half-open) | "pause_probe" when granted; "paused" | "breaker" | "cooldown" |
--- "window" | "fence" when refused; "recheck" (granted 0) asks the caller to run fence.lua
--- first. One string, not an array: the cheapest reply to parse.
+-- "window" | "fence" | "credits" when refused; "recheck" (granted 0) asks the caller to run
+-- fence.lua first. One string, not an array: the cheapest reply to parse.
 -- Lost state (limiter.py's docstring): the caller loads this script, its first line naming the
 -- instance, in one MULTI with fence.lua on that instance, so a script with that text exists
 -- there only (Redis neither replicates nor persists scripts). Whoever runs it is therefore on
@@ -45,10 +49,11 @@
 
 --#include effective
 
-local purpose, limit, window_ms, burst, respect_pause, probe_lease_ms, flight_ms =
-  string.match(ARGV[1], '^([^|]+)|(%d+)|(%d+)|(%d+)|([01])|(%d+)|(%d+)$')
+local purpose, limit, window_ms, burst, respect_pause, probe_lease_ms, flight_ms, floor =
+  string.match(ARGV[1], '^([^|]+)|(%d+)|(%d+)|(%d+)|([01])|(%d+)|(%d+)|([%d.]+)$')
 if not purpose then return redis.error_reply('acquire.lua: bad config ' .. ARGV[1]) end
-limit, window_ms, burst = tonumber(limit), tonumber(window_ms), tonumber(burst)
+limit, window_ms, burst, floor = tonumber(limit), tonumber(window_ms), tonumber(burst),
+  tonumber(floor)
 respect_pause = respect_pause == '1'
 probe_lease_ms, flight_ms = tonumber(probe_lease_ms), tonumber(flight_ms)
 local grant_id = ARGV[2]
@@ -57,7 +62,8 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local f_pace = purpose .. ':pace'
 local s = redis.call('HMGET', KEYS[2], purpose .. ':factor', purpose .. ':cooldown_until',
-                     'breaker', 'pause', f_pace, 'server', 'fence_at')
+                     'breaker', 'pause', f_pace, 'server', 'fence_at', 'credits',
+                     'credits:cost', 'credits:charged', 'credits:charged_at_read')
 if s[6] ~= instance then return '0|0|' .. now_ms .. '|recheck' end
 local factor = tonumber(s[1]) or 1
 local cooldown_until = tonumber(s[2]) or 0
@@ -84,6 +90,16 @@ if (respect_pause and paused) or breaker_open then  -- the slow path reads the g
     if now_ms < until_ms then return refuse(until_ms - now_ms, 'breaker') end
     if now_ms < probe_until then return refuse(probe_until - now_ms, 'breaker') end
     kind = 'probe'
+  end
+end
+if respect_pause and s[8] and s[9] then  -- the credit floor (a probe costs credits too)
+  local balance, cost = tonumber(s[8]), tonumber(s[9])
+  local since = (tonumber(s[10]) or 0) - (tonumber(s[11]) or 0)
+  if balance and cost and cost > 0 then
+    local in_flight = redis.call('ZCOUNT', KEYS[1], '(' .. now_ms, '+inf')
+    if balance - cost * (math.max(since, 0) + in_flight + 1) < floor then
+      return refuse(60000, 'credits')
+    end
   end
 end
 if now_ms < cooldown_until then return refuse(cooldown_until - now_ms, 'cooldown') end

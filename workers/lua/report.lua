@@ -27,6 +27,9 @@
 --                      signal "unused" (no call was made, nothing is counted)
 -- ARGV[13] pause_probe_ms  time until a paused account is probed again
 -- ARGV[14] grant_id    the grant this call used ("" when unknown)
+-- ARGV[15] charged     "1" when an accepted call of this bucket costs credits (submissions):
+--                      it adds 1 to "credits:charged" (acquire.lua's credit floor, and the
+--                      cost learned from balance reads, store_credits.lua)
 -- Returns the effect: "none" | "cut" | "cooldown" | "raised" | "opened" | "closed" | "paused" |
 -- "resumed". A throttle cuts the rate once per cool-down however many workers report it; only
 -- the first 455 after a close (or the probe's own 455) counts toward the breaker's backoff.
@@ -57,6 +60,7 @@ end
 if ARGV[14] ~= '' then redis.call('ZADD', KEYS[2], 'XX', 'LT', now_ms, ARGV[14]) end
 -- one provider call answered (or given up on): counted here, once per call, fleet-wide
 if outcome ~= '' then redis.call('HINCRBY', K, purpose .. ':calls:' .. outcome, 1) end
+if outcome == 'accepted' and ARGV[15] == '1' then redis.call('HINCRBY', K, 'credits:charged', 1) end
 
 if signal == 'up' then
   local effect = 'none'
