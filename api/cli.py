@@ -100,11 +100,15 @@ def main() -> None:
               help="A provider field; numbers are parsed as JSON (styleWeight=0.5).")
 @click.option("--json", "json_params", help="All provider fields as one JSON object.")
 @click.option("--idempotency-key", "-k", help="Same key, same job: safe to retry.")
-@click.option("--priority", type=click.IntRange(0, 9), default=0, show_default=True)
+@click.option("--priority", type=click.IntRange(0, 9), default=0, show_default=True,
+              help="Order within the producer's lane: 9 first.")
+@click.option("--producer", default="default", show_default=True,
+              help="The producer recorded on the job (its lane and share, BACKBEAT_PRODUCERS).")
 @click.option("--wait", "wait_s", type=float, default=None, metavar="SECONDS",
               help="Wait up to SECONDS for a terminal state and print it.")
 def enqueue(job_type: str, pairs: tuple[str, ...], json_params: str | None,
-            idempotency_key: str | None, priority: int, wait_s: float | None) -> None:
+            idempotency_key: str | None, priority: int, producer: str,
+            wait_s: float | None) -> None:
     """Queue one job and print it."""
     params: dict[str, Any] = {}
     if json_params:
@@ -118,7 +122,8 @@ def enqueue(job_type: str, pairs: tuple[str, ...], json_params: str | None,
             raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--param")
         params[name] = _scalar(name, value)
     client = _client()
-    job = client.enqueue(job_type, params, idempotency_key=idempotency_key, priority=priority)
+    job = client.enqueue(job_type, params, idempotency_key=idempotency_key, priority=priority,
+                         producer=producer)
     if wait_s is not None:
         job = client.wait(job["id"], timeout=wait_s)
     _print(job)

@@ -37,6 +37,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..config.producers import DEFAULT as DEFAULT_PRODUCER
+from ..config.producers import NAME as PRODUCER_NAME
 from ..config.redis_urls import redact
 from ..config.settings import Settings, get_settings
 from ..workers import jobs
@@ -74,17 +76,29 @@ class Client:
         idempotency_key: str | None = None,
         priority: int = 0,
         notify_url: str | None = None,
+        producer: str = DEFAULT_PRODUCER,
     ) -> dict[str, Any]:
-        """Validate and queue one job; raises ValidationError (``.messages``: the field
-        messages HTTP answers under ``errors.json``) or IdempotencyConflict (a Conflict)."""
+        """Validate and queue one job as ``producer`` (its lane and share); raises
+        ValidationError (``.messages``: the field messages HTTP answers under
+        ``errors.json``), QuotaExceeded or IdempotencyConflict (a Conflict)."""
+        if not isinstance(producer, str) or not PRODUCER_NAME.match(producer):
+            raise ValidationError({"producer": [
+                "1-63 letters, digits, '.', '_' or '-' (starting with a letter or digit)."]})
         request: dict[str, Any] = {"type": type, "params": params, "priority": priority}
         if idempotency_key is not None:
             request["idempotency_key"] = idempotency_key
         if notify_url is not None:
             request["notify_url"] = notify_url
         with self._reaching():
-            job, _ = jobs.enqueue(self._rt, request)
+            job, _ = jobs.enqueue(self._rt, request, producer=producer)
         return job.to_public()
+
+    def position(self, job_id: str) -> dict[str, Any] | None:
+        """Where a queued job waiting in its producer's lane stands: ``lane``, ``position``
+        (its lane's jobs ahead), ``ahead`` (jobs the pump takes before it), ``rate_per_s`` and
+        ``predicted_submit_at``; None for a job in no lane. Raises JobNotFound."""
+        with self._reaching():
+            return jobs.queue_position(self._rt, jobs.get(self._rt, _job_id(job_id)))
 
     def get(self, job_id: str) -> dict[str, Any]:
         """The job as callers see it; raises JobNotFound."""

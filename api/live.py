@@ -4,9 +4,11 @@ from :meth:`backbeat.api.client.Client.overview` (``workers/overview.py``).
 - :func:`render`: a rich renderable, readable in 80 columns: jobs per state with proportional
   bars, the submit calls in the window against the provider's rule, throttles and cool-down,
   breaker, pause, backlog, the latest failures; with more than one provider account, a row
-  per account (its window, breaker, pause, credits; "draining" at weight 0);
+  per account (its window, breaker, pause, credits; "draining" at weight 0); while
+  producers' lanes hold jobs, a row per lane (jobs waiting, weight, share of the rate);
 - :func:`line`: the essentials as one plain line, for logs and pipes (with more than one
-  account, each account in trouble named: ``acct b: breaker open``);
+  account, each account in trouble named: ``acct b: breaker open``; with jobs waiting in
+  producers' lanes, each lane and its length: ``lanes: web 120, batch 3``);
 - :func:`follow`: fetch and show until told to stop: redrawn in place on a terminal, else one
   time-stamped :func:`line` each time it changes (a quiet fleet writes nothing).
 
@@ -64,13 +66,19 @@ def render(ov: dict[str, Any]) -> RenderableType:
     if ov.get("credits") is not None:
         facts.add_row("credits", _credits_words(ov["credits"]))
     accounts = _accounts(ov)
+    producers = _producers(ov)
     parts: list[RenderableType] = [counts, Text(""), facts]
+    sections: list[RenderableType] = []
     if len(accounts) > 1:  # one account: the rows above are its own, nothing to add
-        heading = Table.grid(padding=(0, 1))  # below the accounts, above the failures
+        sections.append(_accounts_table(accounts))
+    if producers:  # no lane holds a job: nothing to add
+        sections.append(_lanes_table(producers))
+    if sections:
+        heading = Table.grid(padding=(0, 1))  # below the sections, above the failures
         heading.add_column(style="bold", min_width=8)
         heading.add_column()
         heading.add_row("failures", _failures_heading(ov))
-        parts += [_accounts_table(accounts), heading]
+        parts += [*sections, heading]
     else:
         facts.add_row("failures", _failures_heading(ov))
     failures = [f for f in ov.get("failures") or [] if isinstance(f, dict)][:FAILURES_SHOWN]
@@ -117,6 +125,9 @@ def line(ov: dict[str, Any], *, timers: bool = True) -> str:
             trouble = _account_trouble(a)
             if trouble:
                 parts.append(f"acct {a.get('name') or '?'}: {', '.join(trouble)}")
+    producers = _producers(ov)
+    if producers:
+        parts.append("lanes: " + ", ".join(f"{p['name']} {p['waiting']}" for p in producers))
     return " | ".join(parts)
 
 
@@ -205,6 +216,21 @@ def _accounts(ov: dict[str, Any]) -> list[dict[str, Any]]:
     return [a for a in accounts if isinstance(a, dict)] if isinstance(accounts, list) else []
 
 
+def _producers(ov: dict[str, Any]) -> list[dict[str, Any]]:
+    """The producers whose lane holds jobs (workers/overview.py ``producers``), each as
+    ``{"name", "waiting", "weight", "share"}`` (share: its weight over the listed producers'
+    weights, 0..1); [] when no lane holds a job, or for an older server."""
+    producers = ov.get("producers")
+    if not isinstance(producers, list):
+        return []
+    listed = [{"name": str(p.get("name") or "?"), "waiting": _int(p.get("waiting")),
+               "weight": _float(p.get("weight"))} for p in producers if isinstance(p, dict)]
+    total = sum(max(p["weight"], 0.0) for p in listed)
+    for p in listed:
+        p["share"] = max(p["weight"], 0.0) / total if total > 0 else 0.0
+    return listed
+
+
 def _clock(ov: dict[str, Any]) -> str:
     t = ov.get("t")
     return time.strftime("%H:%M:%S", time.localtime(_int(t) / 1000 if t else time.time()))
@@ -290,6 +316,23 @@ def _accounts_table(accounts: list[dict[str, Any]]) -> Table:
             window.append(f" of {rate}", style="dim")
         table.add_row("accounts" if i == 0 else "", str(a.get("name") or "?"),
                       str(a.get("provider") or ""), window, _account_state(a))
+    return table
+
+
+def _lanes_table(producers: list[dict[str, Any]]) -> Table:
+    """A row per producer whose lane holds jobs: name, jobs waiting, weight, and its share
+    of the fleet's rate while these lanes wait (deficit round robin over the weights)."""
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="bold", min_width=8)  # the facts' first column: "lanes"
+    table.add_column(style="bold", no_wrap=True, overflow="ellipsis", max_width=16)
+    table.add_column(justify="right", no_wrap=True)
+    table.add_column(no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
+    for i, p in enumerate(producers):
+        share = p["share"] * 100
+        table.add_row("lanes" if i == 0 else "", Text(p["name"]), f"{p['waiting']} waiting",
+                      Text(f"weight {p['weight']:g}", style="dim"),
+                      "share " + ("<1%" if 0 < share < 1 else f"{share:.0f}%"))
     return table
 
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from flask import request
+from flask import g, request
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
 from ..workers import jobs
-from ..workers.errors import Conflict, JobNotFound, ValidationError
+from ..workers.errors import Conflict, JobNotFound, QuotaExceeded, ValidationError
 from ..workers.runtime import Runtime
 from ..workers.states import JobState
 from .auth import require_token
@@ -41,7 +42,10 @@ def _job_errors() -> Iterator[None]:
 
 def jobs_blueprint(rt: Runtime) -> Blueprint:
     blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Generation jobs")
-    blp.before_request(lambda: require_token(rt))
+
+    @blp.before_request
+    def _producer() -> None:
+        g.producer = require_token(rt)  # the token's name: the producer of what it creates
 
     @blp.route("")
     class Jobs(MethodView):
@@ -50,6 +54,8 @@ def jobs_blueprint(rt: Runtime) -> Blueprint:
         @blp.response(202, JobOut)
         @blp.alt_response(409, schema=ErrorOut, description="idempotency key reused")
         @blp.alt_response(422, schema=ErrorOut, description="invalid request (field messages)")
+        @blp.alt_response(429, schema=ErrorOut,
+                          description="the producer's quota is reached (Retry-After)")
         def post(self) -> Any:
             """Create a job (``Idempotency-Key`` header or ``idempotency_key`` field)."""
             body = request.get_json(silent=True)
@@ -62,9 +68,13 @@ def jobs_blueprint(rt: Runtime) -> Blueprint:
                         "Differs from the Idempotency-Key header."]}})
                 body = {**body, "idempotency_key": header_key}
             try:
-                job, created = jobs.enqueue(rt, body)
+                job, created = jobs.enqueue(rt, body, producer=g.producer)
             except ValidationError as err:
                 abort(422, errors={"json": err.messages})
+            except QuotaExceeded as err:
+                retry_after = max(1, math.ceil(err.retry_after_s))
+                abort(429, message=str(err), headers={"Retry-After": str(retry_after)},
+                      errors={"json": {"_schema": [str(err)]}})
             except Conflict as err:  # IdempotencyConflict
                 abort(409, message=str(err))
             return job.to_public(), 202, {"Idempotent-Replayed": "false" if created else "true"}
@@ -116,6 +126,7 @@ def jobs_blueprint(rt: Runtime) -> Blueprint:
         out = job.to_public()
         if history:
             out["history"] = rt.store.history(job.id)
+            out["queue"] = jobs.queue_position(rt, job)
         return out
 
     return blp

@@ -53,7 +53,21 @@ class HistoryOut(Schema):
 
 
 #: a job as the API shows it: PUBLIC_JOB's fields, and its history when asked for
-JobOut = shape_schema("JobOut", PUBLIC_JOB, history=fields.List(fields.Nested(HistoryOut)))
+class QueueOut(Schema):
+    """Where a job waiting in its producer's lane stands (workers/lanes.py)."""
+
+    lane = fields.String(metadata={"description": "the producer whose lane holds it"})
+    position = fields.Integer(metadata={"description": "jobs of its lane ahead of it"})
+    ahead = fields.Integer(metadata={
+        "description": "jobs the pump takes before it: every lane's, by their weights, and "
+                       "those already dispatched"})
+    rate_per_s = fields.Float(metadata={"description": "the fleet's effective rate now"})
+    predicted_submit_at = fields.String(allow_none=True, metadata={
+        "description": "ahead / rate from now (null while every account is gated)"})
+
+
+JobOut = shape_schema("JobOut", PUBLIC_JOB, history=fields.List(fields.Nested(HistoryOut)),
+                      queue=fields.Nested(QueueOut, allow_none=True))
 
 
 class JobPage(Schema):
@@ -120,6 +134,7 @@ class BacklogOut(Schema):
     in_broker = fields.Integer()
     in_flight = fields.Integer()
     uncertain = fields.Integer()
+    in_lanes = fields.Integer(metadata={"description": "jobs waiting in producers' lanes"})
 
 
 class CreditsOut(Schema):

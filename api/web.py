@@ -96,6 +96,8 @@ def _json_errors(app: Flask) -> None:
                 payload["errors"] = data["errors"]
             elif "messages" in data:  # webargs' field messages (query, body, headers)
                 payload["errors"] = data["messages"]
+            if isinstance(data.get("headers"), dict):  # e.g. a 429's Retry-After
+                return jsonify(payload), err.code, data["headers"]
         return jsonify(payload), err.code
 
     @app.errorhandler(JobNotFound)

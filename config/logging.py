@@ -53,8 +53,13 @@ _TRACEBACKS = logging.Formatter()
 
 
 def secret_values(settings: Settings) -> list[str]:
-    """The configured secrets' values: API key, BACKBEAT_SECRET, tokens, webhook key."""
+    """The configured secrets' values: API keys (every account's), BACKBEAT_SECRET, tokens
+    (a ``name:token`` entry's token part too), webhook key."""
+    from .producers import token_producers
+
     secrets = [settings.api_key, settings.secret, *settings.api_tokens,
+               *(token for _, token in token_producers(settings.api_tokens)),
+               *(account.api_key for account in settings.accounts),
                settings.provider_webhook_key]
     return [s.reveal() for s in secrets if s]
 

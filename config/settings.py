@@ -21,6 +21,7 @@ from typing import Any
 from ..provider.profiles import JOB_TYPES, ProviderProfile, get_profile
 from .accounts import AccountSpec, read_accounts
 from .accounts import single as single_account
+from .producers import ProducerSpec, parse_producers
 from .redis_urls import is_sentinel, parse_sentinel
 
 
@@ -230,7 +231,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BACKBEAT_SECRET", "secret", _secret, "", "signs callback URLs and webhooks",
             shown="generated (dev), required in prod"),
     Setting("BACKBEAT_API_TOKENS", "api_tokens", _secrets, "",
-            "comma-separated producer bearer tokens", shown="none: open in dev, closed in prod"),
+            "comma-separated producer bearer tokens; `name:token` names the producer recorded "
+            "on each job it creates (a bare token is producer `default`)",
+            shown="none: open in dev, closed in prod"),
+    Setting("BACKBEAT_PRODUCERS", None, _text, "",
+            "JSON object `{\"<producer>\": {\"weight\"?: 1, \"quota\"?: \"N/period\", "
+            "\"credit_budget\"?: N}}`: shares of the fleet's rate under backlog, quotas "
+            "(429 at enqueue) and credit budgets (402 at enqueue)",
+            shown="every producer weight 1, no quota"),
     Setting("BACKBEAT_UNCERTAIN_GRACE", "uncertain_grace_s", _number, "300",
             "seconds an uncertain submission waits for a callback"),
     Setting("BACKBEAT_ENV", "env", _text, "dev",
@@ -300,6 +308,7 @@ SETTINGS: tuple[Setting, ...] = (
 DERIVED: dict[str, str] = {
     "deadlines_s": "(job type, seconds) per job type: BACKBEAT_DEADLINE_<TYPE>, "
                    "else BACKBEAT_DEADLINE",
+    "producers": "BACKBEAT_PRODUCERS, one ProducerSpec per named producer",
     "accounts": "the provider accounts of BACKBEAT_ACCOUNTS, else BACKBEAT_ACCOUNTS_FILE; "
                 "() means one account of the single-account variables (account_specs)",
 }
@@ -317,6 +326,7 @@ def _fields(values: Mapping[str, Any]) -> dict[str, Any]:
     """The :class:`Settings` keyword arguments for the values of :func:`_read`."""
     fields = {s.attr: values[s.env] for s in SETTINGS if s.attr is not None}
     fields["deadlines_s"] = tuple((t, values[deadline_env(t)]) for t in JOB_TYPES)
+    fields["producers"] = parse_producers(values["BACKBEAT_PRODUCERS"])
     fields["accounts"] = read_accounts(
         {"BACKBEAT_ACCOUNTS": values["BACKBEAT_ACCOUNTS"],
          "BACKBEAT_ACCOUNTS_FILE": values["BACKBEAT_ACCOUNTS_FILE"]}, fields)
@@ -375,6 +385,12 @@ class Settings:
     log_level: str = _DEFAULT["log_level"]
     #: BACKBEAT_ACCOUNTS(_FILE); () is one account of the single-account fields
     accounts: tuple[AccountSpec, ...] = _DEFAULT["accounts"]
+    #: BACKBEAT_PRODUCERS (a producer not listed: weight 1, no quota, no budget)
+    producers: tuple[ProducerSpec, ...] = _DEFAULT["producers"]
+
+    def producer(self, name: str) -> ProducerSpec:
+        """The share and limits of producer ``name``."""
+        return next((p for p in self.producers if p.name == name), ProducerSpec(name))
 
     @property
     def account_specs(self) -> tuple[AccountSpec, ...]:

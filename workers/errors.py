@@ -76,3 +76,13 @@ class Unavailable(BackbeatError, ConnectionError):
         self.what = what
         self.url = url
         self.reason = reason
+
+
+class QuotaExceeded(BackbeatError):
+    """The producer's quota (BACKBEAT_PRODUCERS ``quota``) allows no new job yet; HTTP 429
+    with ``Retry-After``."""
+
+    def __init__(self, producer: str, quota: str, retry_after_s: float) -> None:
+        self.producer, self.quota, self.retry_after_s = producer, quota, retry_after_s
+        super().__init__(f"producer {producer!r} reached its quota of {quota} jobs: retry in "
+                         f"{retry_after_s:.1f} s")

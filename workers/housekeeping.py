@@ -118,7 +118,8 @@ def rescue_stranded(rt: Runtime) -> int:
 def rescue_lost_messages(rt: Runtime) -> int:
     """Queued jobs whose message is nowhere a minute after they entered ``queued`` (not
     waiting in the broker, not delivered, no worker's lease, not parked, not in the outbox) are
-    parked, so the pump sends them again. kombu's Redis transport pops a message before it
+    parked, so the pump sends them again (a job in a producer's lane is not lost: the pump
+    sends it in its turn). kombu's Redis transport pops a message before it
     records it as unacked: a node or Redis dying in between drops it, and rescue_stranded would
     find it only after a visibility timeout. Each queued entry is examined once, when it turns a
     minute old (a cursor), so a run costs O(newly old entries), not O(backlog). The broker is
@@ -143,8 +144,9 @@ def rescue_lost_messages(rt: Runtime) -> int:
         pipe.zscore(k.parked, job_id)
         pipe.zscore(k.outbox, job_id)
         pipe.zscore(k.leases, job_id)
+        pipe.hget(k.lane_of, job_id)  # waiting in its producer's lane: not lost
     found = pipe.execute()
-    lost = [job_id for n, job_id in enumerate(ids) if found[3 * n: 3 * n + 3] == [None] * 3]
+    lost = [job_id for n, job_id in enumerate(ids) if found[4 * n: 4 * n + 4] == [None] * 4]
     if lost:
         now_ms = rt.store.now_ms()
         rt.redis.zadd(k.parked, {job_id: now_ms for job_id in lost}, nx=True)

@@ -97,7 +97,8 @@ def _object(shape: dict[str, Shown], *when: str) -> Callable[[Job], dict[str, An
     return lambda job: _read(job, shape) if any(job.get(name) for name in when) else None
 
 
-def _iso(ms: str | None) -> str | None:
+def iso_ms(ms: str | int | None) -> str | None:
+    """A time in ms since the epoch as ISO 8601 UTC (None for none)."""
     if not ms:
         return None
     return datetime.fromtimestamp(int(ms) / 1000, tz=UTC).isoformat(timespec="milliseconds")
@@ -105,13 +106,13 @@ def _iso(ms: str | None) -> str | None:
 
 def _time(name: str) -> Callable[[Job], str | None]:
     """Reads the record field ``name`` (ms since the epoch) as ISO 8601 UTC."""
-    return lambda job: _iso(job.get(name))
+    return lambda job: iso_ms(job.get(name))
 
 
 def _timestamps(job: Job) -> dict[str, str | None]:
     """When the job entered each state (and other times of the record that are no field of
     their own): ``<name>_at`` shown as ``<name>``."""
-    return {name[: -len("_at")]: _iso(value) for name, value in job.raw.items()
+    return {name[: -len("_at")]: iso_ms(value) for name, value in job.raw.items()
             if name.endswith("_at") and value and name not in PUBLIC_JOB}
 
 
@@ -160,6 +161,8 @@ PUBLIC_JOB: dict[str, Shown] = {
                    fields.String(required=True, metadata={"enum": STATES})),
     "params": Shown(lambda job: job.params, fields.Dict()),
     "upstream_task_id": Shown(lambda job: job.upstream_task_id, fields.String(allow_none=True)),
+    "producer": Shown(lambda job: job.get("producer") or "default", fields.String(
+        metadata={"description": "who created it (the token's name, BACKBEAT_API_TOKENS)"})),
     "account": Shown(lambda job: job.get("account") or None, fields.String(
         allow_none=True, metadata={"description": "the provider account (its name, never its "
                                                   "key) of the latest submission"})),

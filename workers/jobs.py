@@ -7,8 +7,11 @@ from typing import Any
 
 import marshmallow
 
+from ..config.producers import DEFAULT
+from . import lanes
 from .dispatch import send_submit
-from .errors import InvalidTransition, JobNotFound, ValidationError
+from .errors import InvalidTransition, JobNotFound, QuotaExceeded, ValidationError
+from .job import iso_ms
 from .runtime import Runtime
 from .schemas import load_job_request
 from .states import JobState
@@ -16,14 +19,17 @@ from .store import Job
 from .webhooks import check_notify_url
 
 
-def enqueue(rt: Runtime, request: dict[str, Any]) -> tuple[Job, bool]:
-    """Validate, store (record + idempotency key + outbox entry in one step), send the message.
+def enqueue(rt: Runtime, request: dict[str, Any], producer: str = DEFAULT
+            ) -> tuple[Job, bool]:
+    """Validate, count against the producer's quota, store (record + idempotency key + outbox
+    entry in one step), then send the message or admit the job to its producer's lane.
 
-    Returns (job, created). The job sits in the outbox until its message is sent, so a crash
-    between the two is repaired by housekeeping. A replay of the same idempotency key returns the
-    first job; if that job is still ``queued`` its message is sent again (harmless: a submit
-    claims a job only from ``queued``). Raises ValidationError (backbeat's, field messages) or
-    IdempotencyConflict.
+    Returns (job, created). The job sits in the outbox until its message is sent or it is in
+    its lane, so a crash between the two is repaired by housekeeping. A replay of the same
+    idempotency key returns the first job (and counts nothing against the quota); if that job
+    is still ``queued`` and in no lane its message is sent again (harmless: a submit claims a
+    job only from ``queued``). Raises ValidationError (backbeat's, field messages),
+    QuotaExceeded or IdempotencyConflict.
     """
     s = rt.settings
     data = load_job_request(request, s.models, s.default_model)
@@ -32,16 +38,31 @@ def enqueue(rt: Runtime, request: dict[str, Any]) -> tuple[Job, bool]:
             check_notify_url(data["notify_url"], allow_private=s.webhook_allow_private)
         except marshmallow.ValidationError as err:
             raise ValidationError(err.messages) from None
-    job, created = rt.store.create(
-        uuid.uuid4().hex,
-        data["type"],
-        data["params"],
-        idempotency_key=data.get("idempotency_key"),
-        priority=data.get("priority", 0),
-        notify_url=data.get("notify_url"),
-        deadline_ms=int(s.deadline_s(data["type"]) * 1000),
-    )
-    if created or job.state is JobState.QUEUED:
+    job_id = uuid.uuid4().hex
+    key = data.get("idempotency_key")
+    replay = bool(key) and bool(rt.redis.exists(rt.keys.idem(key)))
+    wait_s = 0.0 if replay else lanes.check_quota(rt, producer, job_id)
+    if wait_s > 0:
+        raise QuotaExceeded(producer, str(s.producer(producer).quota), wait_s)
+    try:
+        job, created = rt.store.create(
+            job_id,
+            data["type"],
+            data["params"],
+            idempotency_key=data.get("idempotency_key"),
+            priority=data.get("priority", 0),
+            notify_url=data.get("notify_url"),
+            deadline_ms=int(s.deadline_s(data["type"]) * 1000),
+            producer=producer,
+        )
+    except BaseException:
+        lanes.give_back_quota(rt, producer, job_id)
+        raise
+    if not created:
+        lanes.give_back_quota(rt, producer, job_id)
+    if created:
+        lanes.send_or_admit(rt, job.id, producer, job.int("priority"))
+    elif job.state is JobState.QUEUED and not rt.redis.hexists(rt.keys.lane_of, job.id):
         send_submit(s, job.id)
         rt.store.dispatched(job.id)
     return job, created
@@ -54,6 +75,18 @@ def get(rt: Runtime, job_id: str) -> Job:
     return job
 
 
+def queue_position(rt: Runtime, job: Job) -> dict[str, Any] | None:
+    """Where a queued job waiting in its producer's lane stands, with its predicted
+    submission time (ISO 8601, UTC); None for any other job."""
+    if job.state is not JobState.QUEUED:
+        return None
+    where = lanes.position(rt, job.id, job.get("producer") or None)
+    if where is None:
+        return None
+    at_ms = where.pop("predicted_submit_ms")
+    return {**where, "predicted_submit_at": None if at_ms is None else iso_ms(at_ms)}
+
+
 def cancel(rt: Runtime, job_id: str) -> Job:
     """Cancel a job that has not been sent to the provider yet."""
     job = get(rt, job_id)
@@ -61,6 +94,7 @@ def cancel(rt: Runtime, job_id: str) -> Job:
                                  require_from=JobState.QUEUED)
     if not result.applied:
         raise InvalidTransition(job_id, (result.before or job.state).value, "cancelled")
+    lanes.remove(rt, job_id)
     return get(rt, job_id)
 
 

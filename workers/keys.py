@@ -18,6 +18,14 @@ Job store (one hash per job, plus indexes; every index entry leaves when the job
     {p}:rescue-cursor       string ms up to which queued jobs were checked for a lost message
     {p}:lost-cursor         string the same, for the check against the broker's messages
     {p}:pump-lease          string the one pump filling the queue now (a short redis-py lock)
+    {p}:lane:{producer}     zset   a producer's waiting jobs: id -> (9 - priority) * 1e13 + its
+                                   admission's number (lanes.py: the pump serves lanes fairly)
+    {p}:lane-seq            string the admissions' counter (first come, first served in a lane)
+    {p}:lanes               set    the producers whose lane holds jobs
+    {p}:lane-of             hash   job id -> its producer, while the job waits in a lane
+    {p}:drr                 hash   producer -> deficit (deficit round robin), "~cursor" -> the
+                                   lane served last, "~open" -> "1" while its quantum is granted
+    {p}:quota:{producer}    zset   job id -> ms created, the producer's quota window (quota.lua)
     {p}:metrics:{name}      string counters (duplicate upstream tasks, ...)
     {p}:metrics:{name}:recent list the latest job ids behind a counter (duplicates)
     {p}:dev-secret          string the secret every dev process shares when BACKBEAT_SECRET is unset
@@ -115,6 +123,36 @@ class Keys:
     @property
     def pump_lease(self) -> str:
         return f"{self.prefix}:pump-lease"
+
+    def lane(self, producer: str) -> str:
+        return f"{self.prefix}:lane:{producer}"
+
+    @property
+    def lane_prefix(self) -> str:
+        return f"{self.prefix}:lane:"
+
+    @property
+    def lane_seq(self) -> str:
+        return f"{self.prefix}:lane-seq"
+
+    @property
+    def lanes(self) -> str:
+        return f"{self.prefix}:lanes"
+
+    @property
+    def lane_of(self) -> str:
+        return f"{self.prefix}:lane-of"
+
+    @property
+    def drr(self) -> str:
+        return f"{self.prefix}:drr"
+
+    def quota(self, producer: str) -> str:
+        return f"{self.prefix}:quota:{producer}"
+
+    @property
+    def job_prefix(self) -> str:
+        return f"{self.prefix}:job:"
 
     @property
     def leases(self) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .accounts import Account
+from .lanes import lanes
 from .runtime import Runtime
 from .states import ORDER, JobState
 from .status import limiter_status
@@ -68,6 +69,10 @@ def overview(rt: Runtime, recent: int = RECENT) -> dict[str, Any]:
         "pause": status["pause"],
         "credits": status.get("credits"),
         "accounts": [_account(a) for a in status["accounts"]],
+        # each producer with jobs in its lane: how many, and its weight (its share)
+        "producers": [{"name": name, "waiting": n,
+                       "weight": rt.settings.producer(name).weight}
+                      for name, n in lanes(rt).items()],
         "failures": [_brief(job.to_public()) for job in jobs[:len(failed_ids)] if job],
         "duplicates": {"total": int(dup_total or 0),
                        "recent": [_brief(job.to_public()) for job in jobs[len(failed_ids):]

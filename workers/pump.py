@@ -12,6 +12,7 @@ from __future__ import annotations
 from redis.exceptions import LockError
 
 from ..config.settings import Settings
+from . import lanes
 from .dispatch import send_submit
 from .runtime import Runtime
 
@@ -27,7 +28,8 @@ CYCLE_LEASE_S = 30.0
 
 
 def pump(rt: Runtime) -> int:
-    """Wake as many parked jobs as the submit bucket can take soon; returns how many."""
+    """Wake as many parked jobs as the accounts can take soon, then take jobs from the
+    producers' lanes (workers/lanes.py) for what is left; returns how many were sent."""
     if wake_budget(rt) <= 0:  # gated or full: no lease taken
         return 0
     lease = rt.redis.lock(rt.keys.pump_lease, timeout=CYCLE_LEASE_S,
@@ -35,7 +37,11 @@ def pump(rt: Runtime) -> int:
     if not lease.acquire():  # another pump is filling the queue right now
         return 0
     try:
-        return wake(rt, wake_budget(rt))  # counted again: the queue may have just been filled
+        room = wake_budget(rt)  # counted again: the queue may have just been filled
+        woken = wake(rt, room)  # parked jobs were admitted before any lane's: first
+        # then the producers' lanes, fairly, only what the accounts take in the next intervals
+        return woken + lanes.dispatch(rt, lanes.lane_budget(rt, room, woken),
+                                      wake_lease_ms(rt.settings))
     finally:
         try:
             lease.release()

@@ -21,6 +21,7 @@ from ..config.celery import celery_config
 from ..provider.client import parse_balance
 from ..provider.profiles import Outcome
 from .accounts import Account
+from .lanes import lanes
 from .limiter import CREDIT_FIELDS, Limiter, call_counts
 from .redis_conn import server_ms
 from .runtime import Runtime
@@ -44,6 +45,7 @@ def limiter_status(rt: Runtime) -> dict[str, Any]:
             "in_broker": sum(rt.broker_redis.llen(q) for q in keys.submit_queues),
             "in_flight": redis.zcard(keys.poll),
             "uncertain": redis.zcard(keys.uncertain),
+            "in_lanes": redis.hlen(keys.lane_of),
         },
     }
 
@@ -204,6 +206,15 @@ class RedisCollector(Collector):
                 views.append(lim.view(raw, now_ms, used, in_flight))
             reads.append(Read(account.id, lims, raw, window_calls, views))
         yield from self._limiter(reads, now_ms)
+
+        waiting = GaugeMetricFamily(
+            "backbeat_lane_jobs", "Jobs waiting in each producer's lane (served by weight).",
+            labels=["producer"])
+        waiting_now = lanes(rt)  # every configured producer and "default", 0 when idle
+        names = {"default", *(p.name for p in rt.settings.producers), *waiting_now}
+        for producer in sorted(names):
+            waiting.add_metric([producer], waiting_now.get(producer, 0))
+        yield waiting
 
     def _limiter(self, reads: list[Read], now_ms: int) -> Iterator[Metric]:
         """The limiter's families, one sample per account (and purpose), from each bucket's

@@ -55,7 +55,7 @@ class JobStore:
         self.keys = keys
         self.retention_ms = retention_ms
         #: the provider account (anonymised) named in each transition's log line; with several
-        #: accounts "": the claim's line names the account the job goes through
+        #: accounts "": the claim's line names the account the job goes through (``account``)
         self.account = account
         self._create = scripts.register(redis, "create_job")
         self._transition = scripts.register(redis, "transition")
@@ -73,8 +73,10 @@ class JobStore:
         priority: int = 0,
         notify_url: str | None = None,
         deadline_ms: int = DEFAULT_DEADLINE_MS,
+        producer: str = "default",
     ) -> tuple[Job, bool]:
-        """Write a new queued job; returns (job, created). Same key + same request = same job."""
+        """Write a new queued job; returns (job, created). Same key + same request = same job
+        (whoever replays it: the job keeps its first producer)."""
         digest = fingerprint(job_type, params, notify_url)
         record = {
             "type": job_type,
@@ -83,6 +85,7 @@ class JobStore:
             "idempotency_key": idempotency_key or "",
             "notify_url": notify_url or "",
             "deadline_ms": str(int(deadline_ms)),
+            "producer": producer,
         }
         flat = [x for kv in record.items() for x in kv]
         k = self.keys
@@ -98,7 +101,7 @@ class JobStore:
         if job is None:  # the key outlived its job record: treat as a fresh request
             self.redis.delete(self.keys.idem(idempotency_key or "-"))
             return self.create(job_id, job_type, params, idempotency_key, priority, notify_url,
-                               deadline_ms)
+                               deadline_ms, producer)
         return job, bool(created)
 
     def get(self, job_id: str) -> Job | None:
@@ -125,12 +128,14 @@ class JobStore:
         retry: bool = False,
         resubmit: bool = False,
         park_delay_ms: int | None = None,
+        account: str = "",
     ) -> Transition:
         """Apply one move if the state machine allows it; see transition.lua for the rules.
         ``retry=True`` is the one way out of ``failed``/``expired`` (back to ``queued``);
         ``resubmit=True`` takes a job whose task failed retryably back to ``queued``, parked.
         ``park_delay_ms``: a job moved to ``queued`` is parked for the pump, due in that many
-        ms, in the same script call (requeue and park are one step: nothing strands a job)."""
+        ms, in the same script call (requeue and park are one step: nothing strands a job).
+        ``account``: the account id the move's log line names (default: the store's)."""
         mode = Mode.RETRY if retry else Mode.RESUBMIT if resubmit else Mode.FORWARD
         if resubmit and park_delay_ms is None:
             park_delay_ms = 0
@@ -152,7 +157,7 @@ class JobStore:
         if result.applied:  # one line per applied move; a refused one logs nothing
             origin = result.before.value if result.before else ""
             context = {"job": job_id, "from": origin, "to": to.value, "reason": reason}
-            account = self.account or str((fields or {}).get("account") or "")
+            account = account or self.account
             if account:
                 context["account"] = account
             log.info("job %s %s -> %s (%s)%s", job_id, origin, to.value, reason,
@@ -201,9 +206,10 @@ class JobStore:
 
     def rescue_stranded(self, cutoff_ms: int, batch: int) -> int:
         """Park queued jobs that entered ``queued`` before ``cutoff_ms`` and were not examined
-        yet, unless already parked or still in the outbox; returns how many were parked."""
+        yet, unless already parked, still in the outbox or waiting in a producer's lane;
+        returns how many were parked."""
         k = self.keys
-        return int(self._rescue(keys=[k.queued, k.parked, k.outbox, k.rescue_cursor],
+        return int(self._rescue(keys=[k.queued, k.parked, k.outbox, k.rescue_cursor, k.lane_of],
                                 args=[cutoff_ms, batch]))
 
     def history(self, job_id: str) -> list[dict[str, Any]]:

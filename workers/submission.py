@@ -71,6 +71,7 @@ def submit_job(rt: Runtime, job_id: str) -> Step:
         claim = rt.store.transition(
             job_id, JobState.SUBMITTING, "submit", require_from=JobState.QUEUED,
             fields={"attempt_id": attempt_id, "+attempts": 1, "account": account.name},
+            account=account.id,
         )
         if not claim.applied:
             account.submit.release(grant)
@@ -104,7 +105,7 @@ def record_answer(rt: Runtime, job_id: str, attempt_id: str, answer: Answer,
     account = account or rt.primary
     log.info("job %s attempt %s: %s (code %s, account %s)", job_id, attempt_id, outcome.value,
              answer.code, account.name,
-             extra={"job": job_id, "account": account.name, "attempt": attempt_id,
+             extra={"job": job_id, "account": account.id, "attempt": attempt_id,
                     "outcome": outcome.value, "code": answer.code})
     if outcome is Outcome.ACCEPTED:
         moved = store.transition(

@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_accounts  # noqa: E402
 import bench_adaptive  # noqa: E402
+import bench_credits  # noqa: E402
+import bench_fairness  # noqa: E402
 import bench_paused  # noqa: E402
 import bench_reconcile  # noqa: E402
 import bench_reliability  # noqa: E402
@@ -41,6 +43,8 @@ BENCHMARKS = {
     "paused": bench_paused,
     "reconcile": bench_reconcile,
     "accounts": bench_accounts,
+    "fairness": bench_fairness,
+    "credits": bench_credits,
     "reliability": bench_reliability,
 }
 #: run only when named (``make chaos``): the long chaos run takes several minutes on its own

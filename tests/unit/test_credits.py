@@ -64,7 +64,8 @@ def test_a_read_takes_a_poll_grant_and_shows_the_balance_everywhere(make_rt, sim
     rt = make_rt()
     sim.set_knobs(credits_balance=4321)
     # Given no read yet: no balance anywhere, no gauge (not a made-up 0)
-    assert limiter_status(rt)["credits"] == {"balance": None, "read_s_ago": None}
+    assert limiter_status(rt)["credits"] == {"balance": None, "read_s_ago": None,
+                                             "cost": None, "floor": 0.0, "room": None}
     assert "backbeat_credits" not in samples(rt)
     assert "backbeat_credits_age_seconds" not in samples(rt)
 

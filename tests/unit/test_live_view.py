@@ -270,6 +270,60 @@ def test_line_names_each_account_in_trouble(accounts):
     assert live.line(accounts, timers=False) == live.line(fleet, timers=False) + trouble
 
 
+# -- producers' lanes ------------------------------------------------------------------------
+
+#: two producers with jobs in their lanes: "web" (weight 3) and "batch" (weight 1)
+LANES = [{"name": "web", "waiting": 120, "weight": 3.0},
+         {"name": "batch", "waiting": 3, "weight": 1.0}]
+
+
+def _lane_rows(text: str) -> dict[str, str]:
+    """The lanes section's rows of a rendered panel, by producer name."""
+    rows = {}
+    for ln in text.splitlines():
+        m = re.match(r"│ (?:lanes   |        ) (web|batch) +(.*?) *│$", ln)
+        if m:
+            rows[m.group(1)] = m.group(2)
+    return rows
+
+
+def test_render_has_a_row_per_lane_with_its_waiting_jobs_and_share(client, troubled):
+    ov = {**client.overview(), "producers": LANES}
+    text = text_of(live.render(ov))
+    rows = _lane_rows(text)
+    assert list(rows) == ["web", "batch"], text
+    assert re.fullmatch(r"120 waiting +weight 3 +share 75%", rows["web"]), text
+    assert re.fullmatch(r"3 waiting +weight 1 +share 25%", rows["batch"]), text
+    assert re.search(r"^│ lanes +web ", text, re.M), text
+    # the failures heading still comes right above the failures, below the lanes
+    lines = text.splitlines()
+    at = [i for i, ln in enumerate(lines) if re.match(r"│ failures +1 failed", ln)]
+    assert at and at[0] > max(i for i, ln in enumerate(lines) if " batch " in ln), text
+    assert troubled["failed"] in lines[at[0] + 1], text
+    narrow = text_of(live.render({**ov, "producers": [{**LANES[0], "name": "w" * 63},
+                                                      LANES[1]]}), width=80)
+    assert max(map(len, narrow.splitlines())) <= 80, narrow
+    assert "share 75%" in narrow and "share 25%" in narrow, narrow
+
+
+def test_no_lane_waiting_renders_as_before(client, troubled):
+    ov = client.overview()
+    assert ov["producers"] == [], ov["producers"]  # the jobs went to the broker at once
+    old = {k: v for k, v in ov.items() if k != "producers"}  # a picture of an older server
+    text = text_of(live.render(ov))
+    assert text == text_of(live.render(old))
+    assert live.line(ov) == live.line(old)
+    assert not re.search(r"^│ lanes ", text, re.M) and "lanes:" not in live.line(ov), text
+    assert re.search(r"^│ failures +1 failed", text, re.M), text  # in the facts, as before
+
+
+def test_line_names_each_lane_and_its_length(client, troubled):
+    ov = client.overview()
+    text = live.line({**ov, "producers": LANES})
+    assert text == live.line(ov) + " | lanes: web 120, batch 3", text
+    assert "\n" not in text
+
+
 # -- backbeat watch -------------------------------------------------------------------------
 
 

@@ -37,7 +37,7 @@ FAMILIES = {
     "backbeat_throttles": "counter", "backbeat_rate_cuts": "counter",
     "backbeat_breaker_open": "gauge", "backbeat_breaker_half_open": "gauge",
     "backbeat_breaker_trips": "counter", "backbeat_paused": "gauge",
-    "backbeat_pause_seconds": "gauge",
+    "backbeat_pause_seconds": "gauge", "backbeat_lane_jobs": "gauge",
 }
 
 

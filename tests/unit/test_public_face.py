@@ -29,7 +29,7 @@ from backbeat.workers.errors import (
 from backbeat.workers.states import JobState
 
 PUBLIC = {"enqueue", "get", "wait", "follow", "history", "cancel", "retry", "list", "events",
-          "overview",
+          "overview", "position",
           "limiter", "pause", "resume"}
 PASSWORD = "hunter2-not-printed"
 VOCALS = {"uploadUrl": "https://example.com/backing.mp3", "title": "City lights",

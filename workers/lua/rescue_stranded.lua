@@ -1,10 +1,11 @@
 -- rescue_stranded.lua: park queued jobs that may have lost their message, each examined once.
 --
--- Call: EVALSHA sha 4 queued parked outbox cursor  cutoff_ms batch
+-- Call: EVALSHA sha 5 queued parked outbox cursor lane_of  cutoff_ms batch
 -- KEYS[1] queued  zset    state index: job id -> ms it (re)entered ``queued``
 -- KEYS[2] parked  zset    job id -> ms the pump may send it again
 -- KEYS[3] outbox  zset    jobs whose first message is not sent yet (housekeeping owns them)
 -- KEYS[4] cursor  string  ms up to which queued entries were already examined
+-- KEYS[5] lane_of hash    jobs waiting in a producer's lane (the pump sends them in turn)
 -- ARGV[1] cutoff_ms  entries that entered ``queued`` before this are examined (a message that
 --                    old may have been lost: kombu's Redis transport pops a message before it
 --                    records it as unacked, so a worker or Redis dying in between drops it)
@@ -23,7 +24,8 @@ local parked, last = 0, nil
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function examine(job_id)
-  if not redis.call('ZSCORE', KEYS[2], job_id) and not redis.call('ZSCORE', KEYS[3], job_id) then
+  if not redis.call('ZSCORE', KEYS[2], job_id) and not redis.call('ZSCORE', KEYS[3], job_id)
+      and redis.call('HEXISTS', KEYS[5], job_id) == 0 then
     redis.call('ZADD', KEYS[2], now_ms, job_id)
     parked = parked + 1
   end

@@ -1,0 +1,179 @@
+"""Fair shares between producers: per-producer lanes in Redis, served by deficit round robin.
+
+Under backlog a new job does not join the broker's FIFO queue: it waits in its producer's lane
+(``{p}:lane:<producer>``, ordered by priority, 9 first, then first come), and the pump takes jobs
+from the lanes in proportion to the producers' weights (``BACKBEAT_PRODUCERS``;
+``dispatch.lua``), only as many as the accounts can take in the next couple of pump intervals.
+So a producer that floods the queue gets its share, and another producer's jobs wait for their
+own share only. While no lane holds a job and the broker queue is short, a new job is sent at
+once (the latency of an idle system is unchanged).
+
+A dispatched job is leased in the parked set before its message is sent (a lost message is
+sent again when the lease ends); the housekeeping rescues leave a job in a lane alone.
+
+The prediction (:func:`position`): with the lanes' lengths and weights, the jobs the pump will
+take before a waiting job are counted exactly as deficit round robin takes them (each other
+lane gives at most its weight's share per job of this lane, never more than it holds), plus
+the jobs already dispatched and not yet submitted (the front of the broker queue, the messages
+workers hold, the parked set); divided by the fleet's effective rate.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..config.producers import DEFAULT
+from . import scripts
+from .dispatch import send_submit
+from .runtime import Runtime
+
+#: how many pump intervals of work the broker queue may hold ahead of the lanes
+AHEAD_INTERVALS = 2
+#: a parked job whose score is within this of a fresh lease's end is leased (on its way)
+LEASE_SLACK_MS = 60_000
+
+
+def rate_per_s(rt: Runtime, effective: bool = True) -> float:
+    """Submissions per second the accounts that take submissions allow now (effective
+    limits, gates closed = 0), or by their configured rules."""
+    total = 0.0
+    now_ms = rt.store.now_ms() if effective else 0
+    for account in rt.accounts:
+        if account.weight <= 0:
+            continue
+        rate = account.submit.rate
+        if effective:
+            gate = account.submit.gate(now_ms)
+            limit = 0 if gate.closed else gate.effective_limit
+        else:
+            limit = rate.limit
+        total += limit * 1000 / rate.window_ms
+    return total
+
+
+def target(rt: Runtime) -> int:
+    """How many messages the front of the broker queue may hold ahead of the lanes: the
+    accounts' configured rate over AHEAD_INTERVALS pump intervals, plus one."""
+    interval_s = max(rt.settings.poll_interval_s, 0.1)
+    return math.ceil(rate_per_s(rt, effective=False) * interval_s * AHEAD_INTERVALS) + 1
+
+
+def weights_arg(rt: Runtime) -> str:
+    return "|".join(f"{p.name}={p.weight!r}" for p in rt.settings.producers)
+
+
+def send_or_admit(rt: Runtime, job_id: str, producer: str, priority: int) -> bool:
+    """Send a new job's message now (no lane waits and the queue is short), or admit it to
+    its producer's lane; True when sent."""
+    k = rt.keys
+    pipe = rt.redis.pipeline(transaction=False)
+    pipe.scard(k.lanes)
+    pipe.llen(k.submit_queue)
+    waiting, queued = pipe.execute()
+    if not waiting and queued < target(rt):
+        send_submit(rt.settings, job_id, front=True)
+        rt.store.dispatched(job_id)
+        return True
+    scripts.register(rt.redis, "admit")(
+        keys=[k.lane(producer), k.lanes, k.lane_of, k.outbox, k.lane_seq],
+        args=[job_id, producer, int(priority)])
+    return False
+
+
+def dispatch(rt: Runtime, budget: int, lease_ms: int) -> int:
+    """Take up to ``budget`` jobs from the lanes (dispatch.lua), lease them in the parked set
+    and send their messages at the front of the line; returns how many."""
+    if budget <= 0:
+        return 0
+    k = rt.keys
+    ids = scripts.register(rt.redis, "dispatch")(
+        keys=[k.lanes, k.lane_of, k.parked, k.drr],
+        args=[budget, lease_ms, k.lane_prefix, k.job_prefix, weights_arg(rt)])
+    for job_id in ids:
+        send_submit(rt.settings, job_id, front=True)
+    return len(ids)
+
+
+def lane_budget(rt: Runtime, room: int, woken: int) -> int:
+    """Jobs the lanes may give this pump cycle: within the accounts' ``room`` left after the
+    ``woken`` parked jobs, and keeping the queue's front within :func:`target`."""
+    queued = rt.broker_redis.llen(rt.keys.submit_queue)
+    return max(0, min(room - woken, target(rt) - queued))
+
+
+def remove(rt: Runtime, job_id: str) -> None:
+    """Take a job out of its lane (it was cancelled): its place is not counted any more."""
+    producer = rt.redis.hget(rt.keys.lane_of, job_id)
+    if producer:
+        pipe = rt.redis.pipeline(transaction=True)
+        pipe.zrem(rt.keys.lane(producer), job_id)
+        pipe.hdel(rt.keys.lane_of, job_id)
+        pipe.execute()
+
+
+def lanes(rt: Runtime) -> dict[str, int]:
+    """Producer -> jobs waiting in its lane."""
+    names = sorted(rt.redis.smembers(rt.keys.lanes))
+    pipe = rt.redis.pipeline(transaction=False)
+    for name in names:
+        pipe.zcard(rt.keys.lane(name))
+    return dict(zip(names, pipe.execute(), strict=True))
+
+
+def position(rt: Runtime, job_id: str, producer: str | None = None) -> dict[str, Any] | None:
+    """Where a job waiting in a lane stands: its lane, how many of its lane's jobs are ahead,
+    how many jobs the pump takes before it (all lanes and the jobs already dispatched) and
+    the predicted time of its submission at the fleet's current effective rate (None: every
+    account is gated). None when the job is not in a lane."""
+    k = rt.keys
+    producer = producer or rt.redis.hget(k.lane_of, job_id)
+    if not producer:
+        return None
+    rank = rt.redis.zrank(k.lane(producer), job_id)
+    if rank is None:
+        return None
+    lengths = lanes(rt)
+    mine = rt.settings.producer(producer).weight
+    turn = rank + 1  # this lane's jobs up to and including this one
+    others = sum(min(n, math.ceil(turn * rt.settings.producer(name).weight / mine))
+                 for name, n in lengths.items() if name != producer)
+    broker = rt.broker_redis.pipeline(transaction=False)
+    broker.llen(k.submit_queue)
+    broker.hlen(k.unacked)  # taken by a worker, waiting for a token
+    in_front, delivered = broker.execute()
+    # the parked set without the jobs leased there on their way to a worker (woken or
+    # dispatched: counted in the queue or with the workers already); a leased job's score is
+    # its lease's end, later than any refusal's or backoff's due time
+    from .pump import wake_lease_ms  # the pump imports this module
+
+    now_ms = rt.store.now_ms()
+    lease_from = now_ms + wake_lease_ms(rt.settings) - LEASE_SLACK_MS
+    parked = rt.redis.zcount(k.parked, "-inf", f"({lease_from}")
+    ahead = rank + others + in_front + delivered + parked
+    rate = rate_per_s(rt)
+    return {"lane": producer, "position": rank, "ahead": ahead,
+            "rate_per_s": round(rate, 3),
+            "predicted_submit_ms": None if rate <= 0 else now_ms + int(ahead / rate * 1000)}
+
+
+def check_quota(rt: Runtime, producer: str, member: str) -> float:
+    """Count a new job against its producer's quota: 0 when counted, else the seconds until
+    one may be created (``quota.lua``; no quota: 0, nothing counted)."""
+    quota = rt.settings.producer(producer).quota
+    if quota is None:
+        return 0.0
+    wait_ms = scripts.register(rt.redis, "quota")(
+        keys=[rt.keys.quota(producer)], args=[quota.limit, quota.window_ms, member])
+    return int(wait_ms) / 1000
+
+
+def give_back_quota(rt: Runtime, producer: str, member: str) -> None:
+    """A counted request that created nothing (a replay of an existing job) leaves the
+    window."""
+    if rt.settings.producer(producer).quota is not None:
+        rt.redis.zrem(rt.keys.quota(producer), member)
+
+
+__all__ = ["DEFAULT", "check_quota", "dispatch", "lane_budget", "lanes", "position",
+           "remove", "send_or_admit", "target"]
