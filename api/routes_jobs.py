@@ -10,9 +10,16 @@ from typing import Any
 from flask import g, request
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
+from werkzeug.exceptions import HTTPException
 
 from ..workers import jobs
-from ..workers.errors import Conflict, JobNotFound, QuotaExceeded, ValidationError
+from ..workers.errors import (
+    BudgetExceeded,
+    Conflict,
+    JobNotFound,
+    QuotaExceeded,
+    ValidationError,
+)
 from ..workers.runtime import Runtime
 from ..workers.states import JobState
 from .auth import require_token
@@ -26,6 +33,13 @@ _REFS = {job_type: f"#/components/schemas/{name}" for job_type, name in JOB_COMP
 JOB_REQUEST_BODY = {"required": True, "content": {"application/json": {"schema": {
     "oneOf": [{"$ref": ref} for ref in _REFS.values()],
     "discriminator": {"propertyName": "type", "mapping": _REFS}}}}}
+
+
+class PaymentRequired(HTTPException):
+    """402: the producer's credit budget cannot pay for the job (BACKBEAT_PRODUCERS)."""
+
+    code = 402
+    description = "the producer's credit budget cannot pay for this job"
 
 
 @contextmanager
@@ -54,6 +68,8 @@ def jobs_blueprint(rt: Runtime) -> Blueprint:
         @blp.response(202, JobOut)
         @blp.alt_response(409, schema=ErrorOut, description="idempotency key reused")
         @blp.alt_response(422, schema=ErrorOut, description="invalid request (field messages)")
+        @blp.alt_response(402, schema=ErrorOut,
+                          description="the producer's credit budget cannot pay for the job")
         @blp.alt_response(429, schema=ErrorOut,
                           description="the producer's quota is reached (Retry-After)")
         def post(self) -> Any:
@@ -71,6 +87,10 @@ def jobs_blueprint(rt: Runtime) -> Blueprint:
                 job, created = jobs.enqueue(rt, body, producer=g.producer)
             except ValidationError as err:
                 abort(422, errors={"json": err.messages})
+            except BudgetExceeded as err:
+                refused = PaymentRequired()  # werkzeug has no 402 of its own for abort()
+                refused.data = {"message": str(err), "errors": {"json": {"_schema": [str(err)]}}}
+                raise refused from None
             except QuotaExceeded as err:
                 retry_after = max(1, math.ceil(err.retry_after_s))
                 abort(429, message=str(err), headers={"Retry-After": str(retry_after)},

@@ -150,14 +150,11 @@ class CreditsOut(Schema):
                        "stopped until a read shows more; null while unknown"})
 
 
-class AccountOut(Schema):
+class AccountFigures(Schema):
     """One provider account's limiter: buckets, breaker, pause, credits."""
 
-    name = fields.String(metadata={"description": "as configured (BACKBEAT_ACCOUNTS)"})
     account = fields.String(metadata={"description": "its id: provider and a hash of the key"})
     provider = fields.String()
-    weight = fields.Float()
-    credit_floor = fields.Float()
     breaker = fields.Nested(BreakerOut)
     pause = fields.Nested(PauseOut)
     credits = fields.Nested(CreditsOut)
@@ -165,18 +162,19 @@ class AccountOut(Schema):
     poll = fields.Nested(BucketOut)
 
 
-class LimiterOut(Schema):
+class AccountOut(AccountFigures):
+    """One configured account (BACKBEAT_ACCOUNTS) and its limiter."""
+
+    name = fields.String(metadata={"description": "as configured (BACKBEAT_ACCOUNTS)"})
+    weight = fields.Float()
+    credit_floor = fields.Float()
+
+
+class LimiterOut(AccountFigures):
     """Every account's limiter (``accounts``; the first's also at the top level) and the
     backlog."""
 
     accounts = fields.List(fields.Nested(AccountOut))
-    account = fields.String()
-    provider = fields.String()
-    breaker = fields.Nested(BreakerOut)
-    pause = fields.Nested(PauseOut)
-    credits = fields.Nested(CreditsOut)
-    submit = fields.Nested(BucketOut)
-    poll = fields.Nested(BucketOut)
     backlog = fields.Nested(BacklogOut)
 
 

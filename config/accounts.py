@@ -19,17 +19,15 @@ through it (docs/OPERATIONS.md, "Accounts").
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..provider.profiles import ProviderProfile, get_profile
+from .entries import NAME, NAME_RULE, check_object, load, number
+from .values import RateSpec, Secret
 
-#: what an account's name may be: it is written on jobs, in logs and in metric labels
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 #: the one account's name when only BACKBEAT_API_KEY is set
 DEFAULT_NAME = "default"
 FIELDS = ("name", "api_key", "provider", "base_url", "submit_rate", "submit_burst",
@@ -41,12 +39,12 @@ class AccountSpec:
     """One provider account as configured (the key wrapped: it never prints)."""
 
     name: str
-    api_key: Any  # config.settings.Secret (not imported here: settings imports this module)
+    api_key: Secret
     provider: ProviderProfile
     base_url: str
-    submit_rate: Any  # config.settings.RateSpec
+    submit_rate: RateSpec
     submit_burst: int
-    poll_rate: Any
+    poll_rate: RateSpec
     weight: float = 1.0
     credit_floor: float = 0.0
     #: credits one accepted submission costs; None: learned from balance reads
@@ -65,13 +63,7 @@ def single(values: Mapping[str, Any]) -> AccountSpec:
 def parse_accounts(text: str, source: str, values: Mapping[str, Any]) -> tuple[AccountSpec, ...]:
     """The accounts of the JSON ``text`` read from ``source`` (the variable's name, for
     messages); ``values``: the Settings fields read so far (each omitted field's fallback)."""
-    from .settings import RateSpec, Secret  # settings imports this module
-
-    try:
-        entries = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{source}: not valid JSON ({exc.msg}, line {exc.lineno} column "
-                         f"{exc.colno})") from None
+    entries = load(text, source)
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{source}: must be a non-empty JSON list of accounts")
     out: list[AccountSpec] = []
@@ -79,16 +71,10 @@ def parse_accounts(text: str, source: str, values: Mapping[str, Any]) -> tuple[A
     keys: set[str] = set()
     for index, entry in enumerate(entries):
         where = f"{source}[{index}]"
-        if not isinstance(entry, dict):
-            raise ValueError(f"{where}: must be a JSON object")
-        unknown = sorted(set(entry) - set(FIELDS))
-        if unknown:
-            raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)} "
-                             f"(known: {', '.join(FIELDS)})")
+        entry = check_object(entry, where, FIELDS)
         name = entry.get("name")
         if not isinstance(name, str) or not NAME.match(name):
-            raise ValueError(f"{where}.name: required, 1-63 letters, digits, '.', '_' or '-' "
-                             "(starting with a letter or digit)")
+            raise ValueError(f"{where}.name: required, {NAME_RULE}")
         if name in names:
             raise ValueError(f"{where}.name: {name!r} is named twice")
         key = entry.get("api_key")
@@ -123,30 +109,14 @@ def parse_accounts(text: str, source: str, values: Mapping[str, Any]) -> tuple[A
         out.append(AccountSpec(
             name=name, api_key=Secret(key), provider=provider, base_url=base_url,
             submit_rate=rates["submit_rate"], poll_rate=rates["poll_rate"],
-            submit_burst=_number(entry, "submit_burst", where, values["submit_burst"],
-                                 integer=True, minimum=1),
-            weight=_number(entry, "weight", where, 1.0, minimum=0),
-            credit_floor=_number(entry, "credit_floor", where, values["credit_floor"],
-                                 minimum=0),
-            credit_cost=_number(entry, "credit_cost", where, None, minimum=0)))
+            submit_burst=number(entry, "submit_burst", where, values["submit_burst"],
+                                integer=True, minimum=1),
+            weight=number(entry, "weight", where, 1.0),
+            credit_floor=number(entry, "credit_floor", where, values["credit_floor"]),
+            credit_cost=number(entry, "credit_cost", where, None)))
     if not any(a.weight > 0 for a in out):
         raise ValueError(f"{source}: every account has weight 0: none may submit")
     return tuple(out)
-
-
-def _number(entry: Mapping[str, Any], field: str, where: str, default: Any,
-            integer: bool = False, minimum: float = 0) -> Any:
-    if field not in entry:
-        return default
-    value = entry[field]
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if integer:
-        ok = ok and float(value).is_integer()
-    if not ok or value < minimum:
-        kind = "an integer" if integer else "a number"
-        raise ValueError(f"{where}.{field}: must be {kind} of at least {minimum:g}, "
-                         f"got {json.dumps(value)}")
-    return int(value) if integer else float(value)
 
 
 def read_accounts(environ: Mapping[str, str], values: Mapping[str, Any]

@@ -14,15 +14,13 @@ the field named (``BACKBEAT_PRODUCERS.batch.quota: …``).
 
 from __future__ import annotations
 
-import json
-import math
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-#: what a producer's name may be: it is written on jobs, in Redis keys and metric labels
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+from .entries import NAME, NAME_RULE, check_object, load, number
+from .values import RateSpec
+
 #: the producer of a bare token, of the Python client and CLI unless they name another, and
 #: of every request while the API is open (dev, no tokens)
 DEFAULT = "default"
@@ -36,7 +34,7 @@ class ProducerSpec:
     name: str
     weight: float = 1.0
     #: at most quota.limit jobs created in any quota.window_ms (config.settings.RateSpec)
-    quota: Any = None
+    quota: RateSpec | None = None
     #: credits its accepted submissions may spend in all (None: no budget)
     credit_budget: float | None = None
 
@@ -61,29 +59,17 @@ def token_producers(tokens: Iterable[Any]) -> list[tuple[str, Any]]:
 
 def parse_producers(text: str, source: str = "BACKBEAT_PRODUCERS") -> tuple[ProducerSpec, ...]:
     """The producers of the JSON object ``text``; ValueError naming the field."""
-    from .settings import RateSpec  # settings imports this module
-
     if not text.strip():
         return ()
-    try:
-        entries = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{source}: not valid JSON ({exc.msg}, line {exc.lineno} column "
-                         f"{exc.colno})") from None
+    entries = load(text, source)
     if not isinstance(entries, dict):
         raise ValueError(f"{source}: must be a JSON object of producer name -> settings")
     out = []
     for name, entry in entries.items():
         where = f"{source}.{name}"
         if not NAME.match(name):
-            raise ValueError(f"{where}: a producer's name is 1-63 letters, digits, '.', '_' "
-                             "or '-' (starting with a letter or digit)")
-        if not isinstance(entry, dict):
-            raise ValueError(f"{where}: must be a JSON object")
-        unknown = sorted(set(entry) - set(FIELDS))
-        if unknown:
-            raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)} "
-                             f"(known: {', '.join(FIELDS)})")
+            raise ValueError(f"{where}: a producer's name is {NAME_RULE}")
+        entry = check_object(entry, where, FIELDS)
         quota = None
         if "quota" in entry:
             try:
@@ -91,20 +77,6 @@ def parse_producers(text: str, source: str = "BACKBEAT_PRODUCERS") -> tuple[Prod
             except ValueError as exc:
                 raise ValueError(f"{where}.quota: {exc}") from None
         out.append(ProducerSpec(
-            name=name, weight=_positive(entry, "weight", where, 1.0, allow_zero=False),
-            quota=quota,
-            credit_budget=_positive(entry, "credit_budget", where, None, allow_zero=True)))
+            name=name, weight=number(entry, "weight", where, 1.0, above=True),
+            quota=quota, credit_budget=number(entry, "credit_budget", where, None)))
     return tuple(out)
-
-
-def _positive(entry: Mapping[str, Any], field: str, where: str, default: Any,
-              allow_zero: bool) -> Any:
-    if field not in entry:
-        return default
-    value = entry[field]
-    ok = (isinstance(value, int | float) and not isinstance(value, bool)
-          and math.isfinite(value) and (value >= 0 if allow_zero else value > 0))
-    if not ok:
-        bound = "at least 0" if allow_zero else "greater than 0"
-        raise ValueError(f"{where}.{field}: must be a number {bound}, got {json.dumps(value)}")
-    return float(value)

@@ -26,6 +26,19 @@ def celery_for(settings: Settings) -> Celery:
     return _apps[route]
 
 
+#: a woken job stays leased in the parked set at most this long, in ms, and no longer than
+#: the broker's visibility timeout: if its message is lost (a Redis restart within its fsync
+#: second, a worker killed as kombu pops it) the pump sends it again afterwards (harmless: a
+#: submit claims a job only from ``queued``, and a worker that takes the message replaces the
+#: lease by a transition or a new park)
+WAKE_LEASE_MS = 300_000
+
+
+def wake_lease_ms(settings: Settings) -> int:
+    """How long a woken job stays leased in the parked set (see WAKE_LEASE_MS)."""
+    return min(WAKE_LEASE_MS, int(settings.visibility_timeout_s * 1000))
+
+
 #: broker priority of a job going back to the front of the line (woken from the parked set: it
 #: was waiting for a token, ahead of the backlog, when it was parked). Redis serves 0 first.
 FRONT = 0

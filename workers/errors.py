@@ -86,3 +86,13 @@ class QuotaExceeded(BackbeatError):
         self.producer, self.quota, self.retry_after_s = producer, quota, retry_after_s
         super().__init__(f"producer {producer!r} reached its quota of {quota} jobs: retry in "
                          f"{retry_after_s:.1f} s")
+
+
+class BudgetExceeded(BackbeatError):
+    """The producer's credit budget (BACKBEAT_PRODUCERS ``credit_budget``) cannot pay for one
+    more job at the accounts' cost; HTTP 402."""
+
+    def __init__(self, producer: str, budget: float, reserved: float, cost: float) -> None:
+        self.producer, self.budget, self.reserved, self.cost = producer, budget, reserved, cost
+        super().__init__(f"producer {producer!r} would pass its credit budget of {budget:g}: "
+                         f"{reserved:g} reserved by its jobs, one more costs {cost:g}")

@@ -29,7 +29,7 @@ def enqueue(rt: Runtime, request: dict[str, Any], producer: str = DEFAULT
     idempotency key returns the first job (and counts nothing against the quota); if that job
     is still ``queued`` and in no lane its message is sent again (harmless: a submit claims a
     job only from ``queued``). Raises ValidationError (backbeat's, field messages),
-    QuotaExceeded or IdempotencyConflict.
+    QuotaExceeded, BudgetExceeded or IdempotencyConflict.
     """
     s = rt.settings
     data = load_job_request(request, s.models, s.default_model)
@@ -44,7 +44,9 @@ def enqueue(rt: Runtime, request: dict[str, Any], producer: str = DEFAULT
     wait_s = 0.0 if replay else lanes.check_quota(rt, producer, job_id)
     if wait_s > 0:
         raise QuotaExceeded(producer, str(s.producer(producer).quota), wait_s)
+    reserved = 0.0
     try:
+        reserved = 0.0 if replay else lanes.reserve_budget(rt, producer)
         job, created = rt.store.create(
             job_id,
             data["type"],
@@ -54,12 +56,15 @@ def enqueue(rt: Runtime, request: dict[str, Any], producer: str = DEFAULT
             notify_url=data.get("notify_url"),
             deadline_ms=int(s.deadline_s(data["type"]) * 1000),
             producer=producer,
+            credits_reserved=reserved,
         )
     except BaseException:
         lanes.give_back_quota(rt, producer, job_id)
+        lanes.give_back_budget(rt, producer, reserved)
         raise
     if not created:
         lanes.give_back_quota(rt, producer, job_id)
+        lanes.give_back_budget(rt, producer, reserved)
     if created:
         lanes.send_or_admit(rt, job.id, producer, job.int("priority"))
     elif job.state is JobState.QUEUED and not rt.redis.hexists(rt.keys.lane_of, job.id):
@@ -95,6 +100,8 @@ def cancel(rt: Runtime, job_id: str) -> Job:
     if not result.applied:
         raise InvalidTransition(job_id, (result.before or job.state).value, "cancelled")
     lanes.remove(rt, job_id)
+    lanes.give_back_budget(rt, job.get("producer") or DEFAULT,
+                           float(job.get("credits_reserved") or 0))
     return get(rt, job_id)
 
 

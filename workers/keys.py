@@ -26,6 +26,7 @@ Job store (one hash per job, plus indexes; every index entry leaves when the job
     {p}:drr                 hash   producer -> deficit (deficit round robin), "~cursor" -> the
                                    lane served last, "~open" -> "1" while its quantum is granted
     {p}:quota:{producer}    zset   job id -> ms created, the producer's quota window (quota.lua)
+    {p}:budget              hash   producer -> credits its jobs reserved (budget.lua)
     {p}:metrics:{name}      string counters (duplicate upstream tasks, ...)
     {p}:metrics:{name}:recent list the latest job ids behind a counter (duplicates)
     {p}:dev-secret          string the secret every dev process shares when BACKBEAT_SECRET is unset
@@ -146,6 +147,10 @@ class Keys:
     @property
     def drr(self) -> str:
         return f"{self.prefix}:drr"
+
+    @property
+    def budget(self) -> str:
+        return f"{self.prefix}:budget"
 
     def quota(self, producer: str) -> str:
         return f"{self.prefix}:quota:{producer}"

@@ -25,7 +25,8 @@ from typing import Any
 
 from ..config.producers import DEFAULT
 from . import scripts
-from .dispatch import send_submit
+from .dispatch import send_submit, wake_lease_ms
+from .errors import BudgetExceeded
 from .runtime import Runtime
 
 #: how many pump intervals of work the broker queue may hold ahead of the lanes
@@ -145,8 +146,6 @@ def position(rt: Runtime, job_id: str, producer: str | None = None) -> dict[str,
     # the parked set without the jobs leased there on their way to a worker (woken or
     # dispatched: counted in the queue or with the workers already); a leased job's score is
     # its lease's end, later than any refusal's or backoff's due time
-    from .pump import wake_lease_ms  # the pump imports this module
-
     now_ms = rt.store.now_ms()
     lease_from = now_ms + wake_lease_ms(rt.settings) - LEASE_SLACK_MS
     parked = rt.redis.zcount(k.parked, "-inf", f"({lease_from}")
@@ -177,3 +176,41 @@ def give_back_quota(rt: Runtime, producer: str, member: str) -> None:
 
 __all__ = ["DEFAULT", "check_quota", "dispatch", "lane_budget", "lanes", "position",
            "remove", "send_or_admit", "target"]
+
+
+def job_cost(rt: Runtime) -> float | None:
+    """What one job is expected to cost: the highest cost per accepted submission among the
+    accounts that take submissions (configured ``credit_cost``, else learned); None while no
+    account's cost is known."""
+    costs = [a.spec.credit_cost for a in rt.accounts if a.weight > 0
+             and a.spec.credit_cost is not None]
+    pipe = rt.redis.pipeline(transaction=False)
+    live = [a for a in rt.accounts if a.weight > 0]
+    for account in live:
+        pipe.hget(rt.keys.limiter_state(account.id), "credits:cost")
+    costs += [float(c) for c in pipe.execute() if c]
+    return max(costs) if costs else None
+
+
+def reserve_budget(rt: Runtime, producer: str) -> float:
+    """Reserve one job's cost against the producer's ``credit_budget``: the credits reserved
+    (0 without a budget, or while no cost is known: nothing to price it with); raises
+    BudgetExceeded when the job would pass the budget."""
+    budget = rt.settings.producer(producer).credit_budget
+    if budget is None:
+        return 0.0
+    cost = job_cost(rt)
+    if cost is None:
+        return 0.0
+    refused = scripts.register(rt.redis, "budget")(
+        keys=[rt.keys.budget], args=[producer, repr(cost), repr(budget)])
+    if refused not in ("", b""):
+        raise BudgetExceeded(producer, budget, float(refused), cost)
+    return cost
+
+
+def give_back_budget(rt: Runtime, producer: str, reserved: float) -> None:
+    """A job that never reached the provider (cancelled, or a replay that created nothing)
+    gives its reservation back."""
+    if reserved > 0:
+        rt.redis.hincrbyfloat(rt.keys.budget, producer, -reserved)

@@ -11,17 +11,10 @@ from __future__ import annotations
 
 from redis.exceptions import LockError
 
-from ..config.settings import Settings
 from . import lanes
-from .dispatch import send_submit
+from .dispatch import send_submit, wake_lease_ms
 from .runtime import Runtime
 
-#: a woken job stays leased in the parked set at most this long, in ms, and no longer than
-#: the broker's visibility timeout: if its message is lost (a Redis restart within its fsync
-#: second, a worker killed as kombu pops it) the pump sends it again afterwards (harmless: a
-#: submit claims a job only from ``queued``, and a worker that takes the message replaces the
-#: lease by a transition or a new park)
-WAKE_LEASE_MS = 300_000
 #: longest one pump holds the fleet-wide pump lease (``{prefix}:pump-lease``), in seconds: it is
 #: released as soon as the cycle's messages are sent; a pump that died frees it after this
 CYCLE_LEASE_S = 30.0
@@ -57,11 +50,6 @@ def wake(rt: Runtime, budget: int) -> int:
     for job_id in ids:
         send_submit(rt.settings, job_id, front=True)
     return len(ids)
-
-
-def wake_lease_ms(settings: Settings) -> int:
-    """How long a woken job stays leased in the parked set (see WAKE_LEASE_MS)."""
-    return min(WAKE_LEASE_MS, int(settings.visibility_timeout_s * 1000))
 
 
 def wake_budget(rt: Runtime) -> int:

@@ -74,6 +74,7 @@ class JobStore:
         notify_url: str | None = None,
         deadline_ms: int = DEFAULT_DEADLINE_MS,
         producer: str = "default",
+        credits_reserved: float = 0.0,
     ) -> tuple[Job, bool]:
         """Write a new queued job; returns (job, created). Same key + same request = same job
         (whoever replays it: the job keeps its first producer)."""
@@ -86,6 +87,7 @@ class JobStore:
             "notify_url": notify_url or "",
             "deadline_ms": str(int(deadline_ms)),
             "producer": producer,
+            **({"credits_reserved": repr(credits_reserved)} if credits_reserved else {}),
         }
         flat = [x for kv in record.items() for x in kv]
         k = self.keys
@@ -101,7 +103,7 @@ class JobStore:
         if job is None:  # the key outlived its job record: treat as a fresh request
             self.redis.delete(self.keys.idem(idempotency_key or "-"))
             return self.create(job_id, job_type, params, idempotency_key, priority, notify_url,
-                               deadline_ms, producer)
+                               deadline_ms, producer, credits_reserved)
         return job, bool(created)
 
     def get(self, job_id: str) -> Job | None:

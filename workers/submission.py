@@ -17,9 +17,8 @@ from ..provider.client import Answer
 from ..provider.profiles import Outcome
 from . import node
 from .accounts import Account, choose
-from .dispatch import send_submit
+from .dispatch import send_submit, wake_lease_ms
 from .limiter import GATED, Effect
-from .pump import wake_lease_ms
 from .resilience import Backoff
 from .runtime import Runtime
 from .signing import callback_url

@@ -7,11 +7,17 @@ every figure counted at the simulator's side (each key's own window, its own led
   any other key) and names its account.
 - Failover across providers: a kie account in maintenance (455) and a sunoapi account in one
   pool: every job is done through sunoapi; kie gets its breaker's probes only.
+- The credit floor with real workers: an account stops before its balance would pass its
+  floor (no "insufficient credits" answer), its jobs wait, and a top-up resumes them.
+
+The scaling runs are in ``make test-all`` (``slow``); the benchmark ``accounts`` measures the
+same with 1, 2 and 4 keys (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +27,7 @@ import requests
 
 from backbeat.devstack.processes import free_port
 from backbeat.simulator import SimConfig, SimServer
+from backbeat.workers.runtime import Runtime
 
 pytestmark = pytest.mark.integration
 
@@ -87,6 +94,7 @@ def run_backlog(f, sim: SimServer, n: int, limit: int, window_s: float, jobs: in
     assert accepted >= 0.95 * n * limit * WINDOWS, (accepted, n * limit * WINDOWS)
 
 
+@pytest.mark.slow
 def test_two_accounts_make_twice_one_accounts_rule(fleet, pool_sim):
     f = fleet("ac2", workers=2, concurrency=4,
               BACKBEAT_ACCOUNTS=accounts(2, pool_sim.url, f"{LIMIT}/{WINDOW_S:g}s"))
@@ -148,3 +156,35 @@ def test_a_kie_account_in_maintenance_fails_over_to_a_sunoapi_account(fleet):
     finally:
         kie.stop()
         suno.stop()
+
+
+@pytest.mark.slow
+def test_the_credit_floor_stops_an_account_before_the_provider_refuses(fleet, wait):
+    """One account, 300 credits, 10 per accepted call, floor 100, balance read every second:
+    20 accepted, then nothing until a top-up; no "insufficient credits" answer; after the
+    top-up all 30 jobs succeed."""
+    sim = SimServer(SimConfig(profile="sunoapi", port=free_port(), api_key=KEYS[0],
+                              credits_balance=300, credit_cost=10, callbacks_enabled=False,
+                              text_after_s=0.3, first_after_s=0.6,
+                              complete_after_s=0.9)).start()
+    try:
+        pool = [{"name": "main", "api_key": KEYS[0], "base_url": sim.url, "credit_floor": 100}]
+        f = fleet("acc", workers=2, concurrency=2, BACKBEAT_ACCOUNTS=json.dumps(pool),
+                  BACKBEAT_SUBMIT_RATE="10/2s", BACKBEAT_CREDITS_INTERVAL="1")
+        rt = Runtime(f.settings)
+        wait(lambda: rt.redis.hget(rt.keys.limiter_state(rt.primary.id), "credits"),
+                   what="a first balance read")
+        ids = [f.client.enqueue("add-instrumental", instrumental(f"cf-{i}"))["id"]
+               for i in range(30)]
+        stats = lambda: requests.get(f"{sim.url}/__stats", timeout=10).json()  # noqa: E731
+        wait(lambda: stats()["accepted"] >= 20, what="20 accepted")
+        time.sleep(4)  # four more balance reads: nothing more is submitted
+        assert stats()["accepted"] == 20 and stats()["credits"] == 0
+        status = f.client.limiter()["accounts"][0]["credits"]
+        assert status["room"] == 0 and status["cost"] == 10.0
+        sim.set_knobs(credits_balance=1000)  # a top-up
+        done = f.wait_all(ids)
+        assert Counter(j["state"] for j in done) == {"succeeded": 30}
+        assert stats()["credits"] == 0 and stats()["accepted"] == 30
+    finally:
+        sim.stop()

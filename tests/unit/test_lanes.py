@@ -15,7 +15,7 @@ import pytest
 from backbeat.config.producers import split_token
 from backbeat.config.settings import Settings
 from backbeat.workers import jobs, lanes
-from backbeat.workers.errors import QuotaExceeded, ValidationError
+from backbeat.workers.errors import BudgetExceeded, QuotaExceeded, ValidationError
 from backbeat.workers.runtime import Runtime
 
 PREFIX = "ln"
@@ -230,3 +230,37 @@ def test_http_records_the_tokens_producer_and_answers_429_with_retry_after(make_
     assert 25 <= int(refused.headers["Retry-After"]) <= 30
     assert "quota of 2/30s" in refused.get_json()["message"]
     assert post("tok-web", "w2").status_code == 202  # another producer: no quota
+
+
+def test_a_credit_budget_refuses_with_402_and_a_cancel_gives_back(make_rt):
+    """Budget 25 at 10 credits per job (the account's credit_cost): two jobs reserve 20, the
+    third is refused (402 over HTTP, BudgetExceeded in Python) naming the figures; a
+    cancelled job gives its 10 back; a producer without a budget is never refused."""
+    from backbeat.api.web import create_app
+
+    accounts = json.dumps([{"name": "a", "api_key": "sk-budget-a", "credit_cost": 10}])
+    rt = make_rt(BACKBEAT_ACCOUNTS=accounts, BACKBEAT_API_TOKENS="batch:tok-batch",
+                 BACKBEAT_PRODUCERS=json.dumps({"batch": {"credit_budget": 25}}))
+    first, _ = jobs.enqueue(rt, request("b0"), producer="batch")
+    jobs.enqueue(rt, request("b1"), producer="batch")
+    with pytest.raises(BudgetExceeded) as err:
+        jobs.enqueue(rt, request("b2"), producer="batch")
+    assert (err.value.budget, err.value.reserved, err.value.cost) == (25, 20, 10)
+    http = create_app(rt.settings).test_client()
+    refused = http.post("/v1/jobs", json=request("b3"),
+                        headers={"Authorization": "Bearer tok-batch"})
+    assert refused.status_code == 402
+    assert refused.get_json()["message"] == (
+        "producer 'batch' would pass its credit budget of 25: 20 reserved by its jobs, one "
+        "more costs 10")
+    jobs.cancel(rt, first.id)
+    assert jobs.enqueue(rt, request("b4"), producer="batch")[1]
+    for i in range(5):  # no budget: never refused
+        jobs.enqueue(rt, request(f"w{i}"), producer="web")
+
+
+def test_without_a_known_cost_a_budget_reserves_nothing(make_rt):
+    rt = make_rt(BACKBEAT_PRODUCERS=json.dumps({"batch": {"credit_budget": 1}}))
+    for i in range(3):
+        jobs.enqueue(rt, request(f"n{i}"), producer="batch")
+    assert rt.redis.hget(rt.keys.budget, "batch") is None
