@@ -36,10 +36,10 @@ def callbacks_blueprint(rt: Runtime) -> Blueprint:
         if not verify(rt.secret, job_id, request.args.get("sig")):
             abort(403, message="bad callback signature")
         payload = request.get_json(force=True, silent=True)  # whatever its Content-Type
-        key = rt.settings.provider_webhook_key
-        if key and not verify_provider_signature(
+        keys = webhook_keys(rt, job_id)
+        if keys and not any(verify_provider_signature(
                 key, payload, request.headers.get("X-Webhook-Timestamp"),
-                request.headers.get("X-Webhook-Signature")):
+                request.headers.get("X-Webhook-Signature")) for key in keys):
             abort(401, message="bad or missing X-Webhook-Signature")
         result = apply_callback(rt, job_id, payload)
         msg = "applied" if result.applied else (result.note if result.note.startswith(
@@ -47,6 +47,20 @@ def callbacks_blueprint(rt: Runtime) -> Blueprint:
         return {"code": 200, "msg": msg, "state": result.state}
 
     return blp
+
+
+def webhook_keys(rt: Runtime, job_id: str) -> list:
+    """The keys a callback for ``job_id`` must be signed with (any one of them): those of
+    the accounts that may own its task (the job's own, or any its attempts went through)
+    when its account signs callbacks (kie's webhookHmacKey); none for an account that does
+    not (sunoapi). A job that is gone or names no configured account: every account's."""
+    job = rt.store.get(job_id)
+    own = rt.account_named(job.get("account")) if job is not None else None
+    if own is not None and not own.spec.webhook_key:
+        return []
+    tried = set((job.get("accounts_tried") or "").split(",")) if job is not None else set()
+    owners = [a for a in rt.accounts if a.name in tried] or list(rt.accounts)
+    return [a.spec.webhook_key for a in owners if a.spec.webhook_key]
 
 
 def ops_blueprint(rt: Runtime) -> Blueprint:

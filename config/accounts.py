@@ -5,7 +5,7 @@ Each entry is a JSON object::
 
     {"name": "main", "api_key": "…", "provider": "kie", "base_url": "https://…",
      "submit_rate": "20/10s", "submit_burst": 1, "poll_rate": "5/1s", "weight": 1,
-     "credit_floor": 0, "credit_cost": 10}
+     "credit_floor": 0, "credit_cost": 10, "webhook_key": "…"}
 
 Only ``name`` and ``api_key`` are required; every other field falls back to the variable of
 the same meaning (``BACKBEAT_PROVIDER``, ``BACKBEAT_API_BASE_URL`` — or the entry's provider's
@@ -13,6 +13,8 @@ official URL when the entry names another provider —, ``BACKBEAT_SUBMIT_RATE``
 fails at start with the field named (``BACKBEAT_ACCOUNTS[1].submit_rate: …``); a key is never
 part of a message. ``credit_cost`` (no variable of its own) is what one accepted submission
 costs; without it the cost is learned from the balance reads (workers/lua/store_credits.lua).
+``webhook_key`` is a kie account's ``webhookHmacKey`` (default: BACKBEAT_PROVIDER_WEBHOOK_KEY
+for a kie account, none for a sunoapi one, which does not sign its callbacks).
 ``weight`` 0 drains an account: it takes no new submission, but its jobs are still polled
 through it (docs/OPERATIONS.md, "Accounts").
 """
@@ -31,7 +33,7 @@ from .values import RateSpec, Secret
 #: the one account's name when only BACKBEAT_API_KEY is set
 DEFAULT_NAME = "default"
 FIELDS = ("name", "api_key", "provider", "base_url", "submit_rate", "submit_burst",
-          "poll_rate", "weight", "credit_floor", "credit_cost")
+          "poll_rate", "weight", "credit_floor", "credit_cost", "webhook_key")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class AccountSpec:
     credit_floor: float = 0.0
     #: credits one accepted submission costs; None: learned from balance reads
     credit_cost: float | None = None
+    #: kie's webhookHmacKey of this account: its callbacks must carry a valid
+    #: X-Webhook-Signature (empty: not checked)
+    webhook_key: Secret = Secret("")
 
 
 def single(values: Mapping[str, Any]) -> AccountSpec:
@@ -57,7 +62,8 @@ def single(values: Mapping[str, Any]) -> AccountSpec:
         name=DEFAULT_NAME, api_key=values["api_key"], provider=values["provider"],
         base_url=values["api_base_url"], submit_rate=values["submit_rate"],
         submit_burst=values["submit_burst"], poll_rate=values["poll_rate"],
-        weight=1.0, credit_floor=values["credit_floor"])
+        weight=1.0, credit_floor=values["credit_floor"],
+        webhook_key=values["provider_webhook_key"])
 
 
 def parse_accounts(text: str, source: str, values: Mapping[str, Any]) -> tuple[AccountSpec, ...]:
@@ -106,8 +112,14 @@ def parse_accounts(text: str, source: str, values: Mapping[str, Any]) -> tuple[A
                     rates[field] = RateSpec.parse(str(entry[field]))
                 except ValueError as exc:
                     raise ValueError(f"{where}.{field}: {exc}") from None
+        webhook_key = values["provider_webhook_key"] if provider.name == "kie" else Secret("")
+        if "webhook_key" in entry:
+            if not isinstance(entry["webhook_key"], str):
+                raise ValueError(f"{where}.webhook_key: must be a string")
+            webhook_key = Secret(entry["webhook_key"])
         out.append(AccountSpec(
             name=name, api_key=Secret(key), provider=provider, base_url=base_url,
+            webhook_key=webhook_key,
             submit_rate=rates["submit_rate"], poll_rate=rates["poll_rate"],
             submit_burst=number(entry, "submit_burst", where, values["submit_burst"],
                                 integer=True, minimum=1),

@@ -60,6 +60,7 @@ def secret_values(settings: Settings) -> list[str]:
     secrets = [settings.api_key, settings.secret, *settings.api_tokens,
                *(token for _, token in token_producers(settings.api_tokens)),
                *(account.api_key for account in settings.accounts),
+               *(account.webhook_key for account in settings.accounts),
                settings.provider_webhook_key]
     return [s.reveal() for s in secrets if s]
 

@@ -25,6 +25,8 @@ from .values import RateSpec
 #: of every request while the API is open (dev, no tokens)
 DEFAULT = "default"
 FIELDS = ("weight", "quota", "credit_budget")
+#: the smallest weight: deficit round robin visits a lane 1 / weight times per job it takes
+MIN_WEIGHT = 0.01
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,6 @@ def parse_producers(text: str, source: str = "BACKBEAT_PRODUCERS") -> tuple[Prod
             except ValueError as exc:
                 raise ValueError(f"{where}.quota: {exc}") from None
         out.append(ProducerSpec(
-            name=name, weight=number(entry, "weight", where, 1.0, above=True),
+            name=name, weight=number(entry, "weight", where, 1.0, minimum=MIN_WEIGHT),
             quota=quota, credit_budget=number(entry, "credit_budget", where, None)))
     return tuple(out)

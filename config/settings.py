@@ -158,8 +158,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BACKBEAT_ACCOUNTS", None, _text, "",
             "JSON list of provider accounts `[{\"name\", \"api_key\", \"provider\"?, "
             "\"base_url\"?, \"submit_rate\"?, \"submit_burst\"?, \"poll_rate\"?, \"weight\"?, "
-            "\"credit_floor\"?, \"credit_cost\"?}]`; omitted fields fall back to the "
-            "single-account variables (`credit_cost`: learned); "
+            "\"credit_floor\"?, \"credit_cost\"?, \"webhook_key\"?}]`; omitted fields fall "
+            "back to the single-account variables (`credit_cost`: learned); "
             "replaces `BACKBEAT_API_KEY` (see `docs/OPERATIONS.md`, Accounts)",
             shown="one account `default` from `BACKBEAT_API_KEY`"),
     Setting("BACKBEAT_ACCOUNTS_FILE", None, _text, "",

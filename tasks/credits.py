@@ -113,4 +113,12 @@ def credits() -> dict:
     """Read each account's credit balance (at most once per BACKBEAT_CREDITS_INTERVAL per
     account, fleet-wide); one account's failure does not skip the others."""
     rt = runtime.current()
-    return {account.name: asdict(read_credits(rt, account)) for account in rt.accounts}
+    out = {}
+    for account in rt.accounts:
+        try:
+            out[account.name] = asdict(read_credits(rt, account))
+        except Exception as exc:  # noqa: BLE001 - the next account is read all the same
+            log.warning("credits: read for account %s failed: %s", account.name,
+                        type(exc).__name__)
+            out[account.name] = asdict(CreditRead(f"error:{type(exc).__name__}"))
+    return out

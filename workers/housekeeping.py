@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from . import broker
+from . import broker, lanes
 from .dispatch import restore_message, send_submit
 from .leases import CYCLE_LEASE_MS
 from .runtime import Runtime
@@ -58,6 +58,8 @@ def expire_overdue(rt: Runtime) -> int:
                                              "error_message": "no result before the deadline"})
         if result.applied:
             moved += 1
+            if result.before is JobState.QUEUED:  # it may wait in its producer's lane
+                lanes.remove(rt, job_id)
         else:  # already terminal or gone
             rt.redis.zrem(rt.keys.deadline, job_id)
     if moved:

@@ -65,14 +65,17 @@ def weights_arg(rt: Runtime) -> str:
 
 
 def send_or_admit(rt: Runtime, job_id: str, producer: str, priority: int) -> bool:
-    """Send a new job's message now (no lane waits and the queue is short), or admit it to
-    its producer's lane; True when sent."""
+    """Send a new job's message now (no lane waits, nothing is parked and the queue is
+    short: an idle system), or admit it to its producer's lane; True when sent. While every
+    account is gated, the workers park what they take, so new jobs wait in their lanes and
+    keep their shares for when a gate opens."""
     k = rt.keys
     pipe = rt.redis.pipeline(transaction=False)
     pipe.scard(k.lanes)
-    pipe.llen(k.submit_queue)
-    waiting, queued = pipe.execute()
-    if not waiting and queued < target(rt):
+    pipe.zcard(k.parked)  # jobs parked (a gate closed, a backoff) or on their way: busy
+    waiting, parked = pipe.execute()
+    queued = rt.broker_redis.llen(k.submit_queue)  # the broker may be another Redis
+    if not waiting and not parked and queued < target(rt):
         send_submit(rt.settings, job_id, front=True)
         rt.store.dispatched(job_id)
         return True
@@ -104,13 +107,13 @@ def lane_budget(rt: Runtime, room: int, woken: int) -> int:
 
 
 def remove(rt: Runtime, job_id: str) -> None:
-    """Take a job out of its lane (it was cancelled): its place is not counted any more."""
+    """Take a job out of its lane (it was cancelled or expired): its place is not counted any
+    more, and an emptied lane leaves the round."""
     producer = rt.redis.hget(rt.keys.lane_of, job_id)
     if producer:
-        pipe = rt.redis.pipeline(transaction=True)
-        pipe.zrem(rt.keys.lane(producer), job_id)
-        pipe.hdel(rt.keys.lane_of, job_id)
-        pipe.execute()
+        scripts.register(rt.redis, "unlane")(
+            keys=[rt.keys.lane(producer), rt.keys.lanes, rt.keys.lane_of],
+            args=[job_id, producer])
 
 
 def lanes(rt: Runtime) -> dict[str, int]:

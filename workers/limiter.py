@@ -416,10 +416,14 @@ class Limiter:
             "pause": reason, "pause:auto": "", "pause:since": int(time.time() * 1000)})
 
     def resume(self) -> None:
-        """Lift a pause (manual or credits/auth) at once."""
-        self.redis.hset(self.state_key, mapping={
+        """Lift a pause (manual or credits/auth) at once, and the credit floor's stop until
+        the next balance read (the last one is forgotten: the operator topped up)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.state_key, mapping={
             "pause": "", "pause:auto": "", "pause:probe_until": 0,
             "pause:resumed_at": int(time.time() * 1000)})
+        pipe.hdel(self.state_key, "credits")
+        pipe.execute()
 
     def gate(self, now_ms: int) -> Gate:
         """The pause, the breaker, the credit floor and the effective limit at ``now_ms``

@@ -129,10 +129,13 @@ def poll_one(rt: Runtime, job_id: str, report: CycleReport, grant: Grant | None 
     delay_ms = next_poll_delay_ms(rt, age_ms, bool(job.get("callbacks")))
     if answer.outcome is Outcome.REJECTED:
         # the provider refuses the lookup itself (400/422/451: e.g. a task id it does not
-        # know): asked again later, and after BACKBEAT_MAX_ATTEMPTS refusals in a row the job
-        # ends with the provider's code and message (its callback may still come first)
+        # know): asked again later (through the next account that may own the task, when
+        # there are several), and after BACKBEAT_MAX_ATTEMPTS refusals in a row per such
+        # account the job ends with the provider's code and message (its callback may still
+        # come first)
         refusals = job.int("poll_refusals") + 1
-        if refusals >= rt.settings.max_attempts:
+        owners = owner_candidates(rt, job)
+        if refusals >= rt.settings.max_attempts * len(owners):
             result = store.transition(
                 job_id, JobState.FAILED, f"poll refused {refusals} times ({answer.code})",
                 require_from=job.state,
@@ -141,7 +144,12 @@ def poll_one(rt: Runtime, job_id: str, report: CycleReport, grant: Grant | None 
             if result.applied:
                 return
         else:
-            store.annotate(job_id, {"poll_refusals": refusals})
+            fields: dict = {"poll_refusals": refusals}
+            if len(owners) > 1 and account.name in owners:
+                # the task may be another account's: a late callback of an earlier attempt
+                # (through another account) adopted it; the next poll asks the next one
+                fields["account"] = owners[(owners.index(account.name) + 1) % len(owners)]
+            store.annotate(job_id, fields)
     if answer.outcome is not Outcome.ACCEPTED:
         # throttle, 455, 401/402/404 (the limiter's report paused or slowed the account),
         # 5xx: the job keeps its task and is polled again
@@ -159,6 +167,14 @@ def poll_one(rt: Runtime, job_id: str, report: CycleReport, grant: Grant | None 
         if result.applied:
             return
     store.reschedule(rt.keys.poll, job_id, delay_ms)
+
+
+def owner_candidates(rt: Runtime, job: Job) -> list[str]:
+    """The configured accounts that may own the job's task: those its attempts went through
+    (``accounts_tried``), else, for a job from before accounts were recorded, every one."""
+    configured = [a.name for a in rt.accounts]
+    tried = [n for n in (job.get("accounts_tried") or "").split(",") if n in configured]
+    return tried or configured
 
 
 def settle_uncertain(rt: Runtime, report: CycleReport, limit: int) -> list[str]:

@@ -54,6 +54,9 @@ def submit_job(rt: Runtime, job_id: str) -> Step:
         return Step(f"already {job.state.value}")
 
     started = time.monotonic()
+    # every account an attempt of this job went through: a late callback may adopt a task of
+    # any of them, and reconcile then finds which one owns it (reconcile.owner_candidates)
+    tried = [name for name in (job.get("accounts_tried") or "").split(",") if name]
     vt = rt.settings.visibility_timeout_s
     max_wait, max_hold = min(MAX_INLINE_WAIT_S, vt / 10), min(MAX_HOLD_S, vt / 4)
     while True:
@@ -67,9 +70,11 @@ def submit_job(rt: Runtime, job_id: str) -> Step:
             rt.store.park(job_id, 0 if grant.kind in GATED else int(grant.wait_s * 1000))
             return Step(f"parked ({grant.kind})")
         attempt_id = uuid.uuid4().hex
+        tried = tried if account.name in tried else [*tried, account.name]
         claim = rt.store.transition(
             job_id, JobState.SUBMITTING, "submit", require_from=JobState.QUEUED,
-            fields={"attempt_id": attempt_id, "+attempts": 1, "account": account.name},
+            fields={"attempt_id": attempt_id, "+attempts": 1, "account": account.name,
+                    "accounts_tried": ",".join(tried)},
             account=account.id,
         )
         if not claim.applied:

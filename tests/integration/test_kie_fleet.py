@@ -55,6 +55,7 @@ def polls(sim):
     return requests.get(f"{sim.url}/__polls", timeout=10).json()
 
 
+@pytest.mark.slow  # make test-all: keeps make test inside 15 minutes
 def test_kie_throttle_in_a_200_body_slows_the_fleet_without_spending_retries(fleet, kie):
     """Given a limiter at 3x kie's real rule, expect kie's 429-in-a-200-body answers to slow
     the whole fleet, every job to succeed once and no job to spend its retry budget."""

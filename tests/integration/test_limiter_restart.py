@@ -151,6 +151,7 @@ def test_redis_restarted_empty_mid_window_never_puts_n_plus_1_calls_in_a_window(
     assert stats["calls_total"] == callers.kinds["ok"]
 
 
+@pytest.mark.slow  # make test-all: keeps make test inside 15 minutes
 def test_failover_to_a_lagging_replica_never_puts_n_plus_1_calls_in_a_window(
         sim, servers, provider):
     """Given a replica that received the account's state but not the last window of grants,

@@ -62,6 +62,7 @@ class SilentReceiver:
             conn.close()
 
 
+@pytest.mark.slow  # make test-all: keeps make test inside 15 minutes
 def test_pools_split_the_work_and_a_stuck_webhook_delays_no_poll(fleet, tmp_path, wait,
                                                                  payload):
     """Given the four pools of the Procfile (one process each) and beat, when jobs with a

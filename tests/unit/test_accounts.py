@@ -399,3 +399,65 @@ def test_http_pauses_one_account_or_all_and_names_an_unknown_one(make_rt):
     assert status == {"a": False, "b": True}
     assert http.post("/v1/limiter/resume").status_code == 200
     assert not any(x["pause"]["paused"] for x in limiter_status(rt)["accounts"])
+
+
+# -- review mends -------------------------------------------------------------------------
+
+def test_a_task_adopted_from_another_accounts_attempt_is_found_by_its_owner(make_rt, pool_sim):
+    """A job whose attempts went through a and b names b, but its task is a's (a late
+    callback of the first attempt adopted it): the poll through b is refused ("not found"),
+    the next one asks a, and the job moves on; nothing fails."""
+    rt = make_rt(*({**e, "base_url": pool_sim.url} for e in two()),
+                 BACKBEAT_POLL_MIN_DELAY="0")
+    task = requests.post(f"{pool_sim.url}/api/v1/generate/add-instrumental",
+                         json={**PARAMS, "title": "adopted", "callBackUrl": "http://x/cb"},
+                         headers={"Authorization": f"Bearer {KEY_A}"},
+                         timeout=10).json()["data"]["taskId"]
+    rt.store.create("adj", "add-instrumental", {**PARAMS, "title": "adopted"})
+    rt.store.transition("adj", JobState.SUBMITTING, "claimed",
+                        fields={"attempt_id": "x1", "account": "b", "accounts_tried": "a,b"})
+    rt.store.transition("adj", JobState.SUBMITTED, "adopted", require_attempt="x1",
+                        poll_delay_ms=0, fields={"upstream_task_id": task})
+    run_cycle(rt)
+    assert rt.store.get("adj").get("account") == "a"  # b did not know the task
+    assert stats(pool_sim)["polls_other_key"] == 1
+    rt.redis.zadd(rt.keys.poll, {"adj": 0})
+    report = run_cycle(rt)
+    assert report.moved == 1 and rt.store.get("adj").state is JobState.SUCCEEDED
+
+
+def test_callbacks_are_checked_with_the_jobs_accounts_webhook_key(make_rt):
+    """A kie account with a webhook key and a sunoapi account in one pool: the sunoapi job's
+    unsigned callback is applied, the kie job's is refused (401), and signed with the key it
+    is applied."""
+    import base64
+    import hashlib
+    import hmac
+    import time as clock
+
+    from backbeat.api.web import create_app
+    from backbeat.workers.signing import callback_url
+
+    rt = make_rt({"name": "k", "api_key": KEY_A, "provider": "kie",
+                  "webhook_key": "whk-secret-1"},
+                 {"name": "s", "api_key": KEY_B, "provider": "sunoapi"})
+    http = create_app(rt.settings).test_client()
+    for job_id, account in (("wk", "k"), ("ws", "s")):
+        rt.store.create(job_id, "add-instrumental", {**PARAMS, "title": job_id})
+        rt.store.transition(job_id, JobState.SUBMITTING, "claimed",
+                            fields={"attempt_id": "a1", "account": account,
+                                    "accounts_tried": account})
+
+    def post(job_id: str, headers: dict | None = None):
+        url = callback_url(rt.settings, rt.secret, job_id).split("/v1/", 1)[1]
+        body = {"code": 200, "msg": "ok", "data": {"callbackType": "text",
+                                                   "task_id": f"t-{job_id}", "data": []}}
+        return http.post(f"/v1/{url}", json=body, headers=headers or {})
+
+    assert post("ws").status_code == 200
+    assert post("wk").status_code == 401
+    stamp = str(int(clock.time()))
+    mac = hmac.new(b"whk-secret-1", f"t-wk.{stamp}".encode(), hashlib.sha256).digest()
+    signed = {"X-Webhook-Timestamp": stamp,
+              "X-Webhook-Signature": base64.b64encode(mac).decode()}
+    assert post("wk", signed).status_code == 200

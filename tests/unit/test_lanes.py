@@ -79,7 +79,7 @@ def test_a_token_names_its_producer_and_a_bare_token_is_default():
 @pytest.mark.parametrize(("text", "message"), [
     ("[]", "BACKBEAT_PRODUCERS: must be a JSON object"),
     ('{"web": 3}', "BACKBEAT_PRODUCERS.web: must be a JSON object"),
-    ('{"web": {"weight": 0}}', "BACKBEAT_PRODUCERS.web.weight: must be a number greater than 0"),
+    ('{"web": {"weight": 0.001}}', "BACKBEAT_PRODUCERS.web.weight: must be a number of at"),
     ('{"web": {"quota": "lots"}}', "BACKBEAT_PRODUCERS.web.quota: rate 'lots' is not"),
     ('{"web": {"credit_budget": -1}}', "BACKBEAT_PRODUCERS.web.credit_budget: must be a"),
     ('{"web": {"share": 1}}', "BACKBEAT_PRODUCERS.web: unknown field(s) share"),
@@ -264,3 +264,23 @@ def test_without_a_known_cost_a_budget_reserves_nothing(make_rt):
     for i in range(3):
         jobs.enqueue(rt, request(f"n{i}"), producer="batch")
     assert rt.redis.hget(rt.keys.budget, "batch") is None
+
+
+def test_while_jobs_are_parked_new_jobs_wait_in_their_lanes(make_rt):
+    """Every account gated: workers park what they take; a new job then waits in its lane
+    (not sent straight to the broker to be parked in arrival order)."""
+    rt = make_rt()
+    rt.store.park("some-parked-job", 0)
+    job, _ = jobs.enqueue(rt, request("gated"), producer="a")
+    assert rt.redis.hget(rt.keys.lane_of, job.id) == "a"
+
+
+def test_a_cancelled_last_job_frees_the_lane_and_a_parked_job_is_not_taken_twice(make_rt):
+    rt = make_rt()
+    (only,) = flood(rt, "a", 1, "only")
+    jobs.cancel(rt, only)
+    assert rt.redis.scard(rt.keys.lanes) == 0  # an idle system sends at once again
+    first, second = flood(rt, "b", 2, "b")
+    rt.store.park(first, 60_000)  # e.g. retried with a backoff while still in its lane
+    assert take(rt, 10) == [second]
+    assert rt.redis.zscore(rt.keys.parked, first) > rt.store.now_ms() + 50_000  # untouched

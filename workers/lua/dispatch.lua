@@ -11,7 +11,8 @@
 -- ARGV[1] budget       most jobs to take
 -- ARGV[2] lease_ms     see KEYS[3]
 -- ARGV[3] lane_prefix  "{p}:lane:" (a lane's key is the prefix and the producer's name)
--- ARGV[4] job_prefix   "{p}:job:" (a job that is no longer ``queued`` is dropped, not sent)
+-- ARGV[4] job_prefix   "{p}:job:" (a job that is no longer ``queued``, or is parked already,
+--                      is dropped, not sent)
 -- ARGV[5] weights      "name=w|name=w|..." (a producer not named: weight 1)
 -- Deficit round robin: the lanes are visited in name order from the cursor; a visit adds the
 -- producer's weight to its deficit and takes jobs while the deficit is at least 1 (each job
@@ -54,7 +55,8 @@ while budget > 0 and active > 0 and guard < 100000 do
       if #popped == 0 then break end
       local job_id = popped[1]
       redis.call('HDEL', KEYS[2], job_id)
-      if redis.call('HGET', job_prefix .. job_id, 'state') == 'queued' then
+      if redis.call('HGET', job_prefix .. job_id, 'state') == 'queued'
+          and not redis.call('ZSCORE', KEYS[3], job_id) then  -- parked: the pump has it
         redis.call('ZADD', KEYS[3], now_ms + lease_ms, job_id)
         out[#out + 1] = job_id
         deficit = deficit - 1
