@@ -25,7 +25,7 @@ def test_api_fuzzed_from_its_own_spec(web_server, redis, tmp_path, monkeypatch):
     # (not a minute each), so the fuzzer's requests to /v1/status/stream return quickly
     monkeypatch.setattr(status_routes, "STREAM_S", 0.2)
     argv = [venv_bin("st"), "run", f"{web_server}/openapi.json",
-            "--checks", CHECKS, "--max-examples", "40", "--seed", "1",
+            "--checks", CHECKS, "--max-examples", "30", "--seed", "1",
             "-H", "Authorization: Bearer producer-token-1",
             "--request-timeout", "20", "--report", "junit", "--report-dir", str(tmp_path)]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=600,

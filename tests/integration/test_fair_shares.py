@@ -41,7 +41,7 @@ def test_a_small_producer_is_served_at_its_share_behind_a_flood(fleet, sim, wait
     sim.set_knobs(rate_limit=LIMIT, rate_window_s=WINDOW_S, callbacks_enabled=False)
     f = fleet("fs", workers=2, concurrency=2, BACKBEAT_SUBMIT_RATE=f"{LIMIT}/{WINDOW_S:g}s")
     rt = Runtime(f.settings)
-    for i in range(300):
+    for i in range(200):
         f.client.enqueue("add-instrumental", {**PARAMS, "title": f"flood {i}"},
                          producer="flood")
     # a steady backlog: the flood has been submitting for a few windows

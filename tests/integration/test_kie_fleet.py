@@ -99,6 +99,7 @@ def test_kie_402_pauses_the_fleet_and_a_top_up_resumes_it(fleet, kie, redis):
     assert requests.get(kie.url + credit, headers=key, timeout=10).json()["data"] == 100 - 8
 
 
+@pytest.mark.slow  # make test-all: keeps make test inside 15 minutes
 def test_kie_455_opens_the_breaker_and_every_job_finishes(fleet, kie):
     """Given kie in maintenance (455), expect the breaker to trip repeatedly with one probe
     per interval and every job to finish once maintenance ends."""

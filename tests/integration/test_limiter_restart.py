@@ -128,6 +128,7 @@ def assert_never_over_the_rule(sim, at_least: int) -> dict:
     return stats
 
 
+@pytest.mark.slow  # make test-all (the chaos run restarts Redis in make test)
 def test_redis_restarted_empty_mid_window_never_puts_n_plus_1_calls_in_a_window(
         sim, servers, provider):
     """Given a full window of calls granted and answered, then Redis SIGKILLed and restarted
