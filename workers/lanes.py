@@ -35,11 +35,13 @@ AHEAD_INTERVALS = 2
 LEASE_SLACK_MS = 60_000
 
 
-def rate_per_s(rt: Runtime, effective: bool = True) -> float:
-    """Submissions per second the accounts that take submissions allow now (effective
-    limits, gates closed = 0), or by their configured rules."""
+def rate_per_s(rt: Runtime, effective: bool = True, now_ms: int | None = None) -> float:
+    """Submissions per second the accounts that take submissions allow at ``now_ms`` (the
+    Redis time when None; effective limits, gates closed = 0), or by their configured
+    rules."""
     total = 0.0
-    now_ms = rt.store.now_ms() if effective else 0
+    if effective and now_ms is None:
+        now_ms = rt.store.now_ms()
     for account in rt.accounts:
         if account.weight <= 0:
             continue
@@ -153,7 +155,7 @@ def position(rt: Runtime, job_id: str, producer: str | None = None) -> dict[str,
     lease_from = now_ms + wake_lease_ms(rt.settings) - LEASE_SLACK_MS
     parked = rt.redis.zcount(k.parked, "-inf", f"({lease_from}")
     ahead = rank + others + in_front + delivered + parked
-    rate = rate_per_s(rt)
+    rate = rate_per_s(rt, now_ms=now_ms)
     return {"lane": producer, "position": rank, "ahead": ahead,
             "rate_per_s": round(rate, 3),
             "predicted_submit_ms": None if rate <= 0 else now_ms + int(ahead / rate * 1000)}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .accounts import Account
+from ..config.values import RateSpec
 from .lanes import lanes
 from .runtime import Runtime
 from .states import ORDER, JobState
@@ -40,12 +40,16 @@ def overview(rt: Runtime, recent: int = RECENT) -> dict[str, Any]:
     pipe.time()
     *counts, dup_total, dup_ids, failed_ids, (secs, micros) = pipe.execute()
     jobs = rt.store.get_many([*failed_ids, *dup_ids])  # one round trip
-    live = [a for a in status["accounts"] if a["weight"] > 0] or status["accounts"]
+    live = [(acct, a) for acct, a in zip(rt.accounts, status["accounts"], strict=True)
+            if a["weight"] > 0]
+    live_status = [a for _, a in live]
     calls: dict[str, int] = {}
-    for a in live:
+    for a in live_status:
         for outcome, n in a["submit"]["calls"].items():
             calls[outcome] = calls.get(outcome, 0) + n
-    first = status["accounts"][0]
+    window_ms = rt.primary.submit.rate.window_ms
+    limit, effective = fleet_rule(
+        [(acct.submit.rate, a["submit"]["effective_limit"]) for acct, a in live], window_ms)
     return {
         "t": secs * 1000 + micros // 1000,
         "account": status["account"],
@@ -54,16 +58,13 @@ def overview(rt: Runtime, recent: int = RECENT) -> dict[str, Any]:
         "backlog": status["backlog"],
         # the fleet's rule: the sum over the accounts that take submissions, each limit
         # scaled to the first one's window ("accounts" has each one's own rule)
-        "rule": {"rate": first["submit"]["rate"] if len(live) == 1 else
-                 f"{_fleet_limit(live, first)}/{_window_s(first):g}s",
-                 "limit": _fleet_limit(live, first), "window_s": _window_s(first),
-                 "effective_limit": int(sum(
-                     a["submit"]["effective_limit"] * _window_s(first) / _window_s(a)
-                     for a in live) + 1e-9)},
-        "window_calls": sum(a["submit"]["window_calls"] for a in live),
-        "in_flight": sum(a["submit"]["in_flight"] for a in live),
-        "throttles": sum(a["submit"]["throttles"] for a in live),
-        "cooldown_s": max(a["submit"]["cooldown_s"] for a in live),
+        "rule": {"rate": live_status[0]["submit"]["rate"] if len(live) == 1 else
+                 f"{limit}/{window_ms / 1000:g}s",
+                 "limit": limit, "window_s": window_ms / 1000, "effective_limit": effective},
+        "window_calls": sum(a["submit"]["window_calls"] for a in live_status),
+        "in_flight": sum(a["submit"]["in_flight"] for a in live_status),
+        "throttles": sum(a["submit"]["throttles"] for a in live_status),
+        "cooldown_s": max(a["submit"]["cooldown_s"] for a in live_status),
         "calls": calls,
         "breaker": status["breaker"],
         "pause": status["pause"],
@@ -80,18 +81,14 @@ def overview(rt: Runtime, recent: int = RECENT) -> dict[str, Any]:
     }
 
 
-def _limit(account: dict[str, Any]) -> int:
-    return int(account["submit"]["rate"].split("/")[0])
+def fleet_rule(rules: list[tuple[RateSpec, int]], window_ms: int) -> tuple[int, int]:
+    """(limit, effective limit) of several accounts together in a window of ``window_ms``:
+    each account's (rule, effective limit) scaled from its own window to that one."""
+    def scaled(calls: int, rate: RateSpec) -> float:
+        return calls * window_ms / rate.window_ms
 
-
-def _fleet_limit(live: list[dict[str, Any]], first: dict[str, Any]) -> int:
-    """The calls the accounts in ``live`` may make together in ``first``'s window."""
-    w0 = _window_s(first)
-    return int(sum(_limit(a) * w0 / _window_s(a) for a in live) + 1e-9)
-
-
-def _window_s(account: dict[str, Any]) -> float:
-    return float(account["submit"]["rate"].split("/")[1].rstrip("s"))
+    return (int(sum(scaled(rate.limit, rate) for rate, _ in rules) + 1e-9),
+            int(sum(scaled(eff, rate) for rate, eff in rules) + 1e-9))
 
 
 def _account(a: dict[str, Any]) -> dict[str, Any]:
@@ -131,12 +128,8 @@ def window_history(rt: Runtime, seconds: int = HISTORY_S) -> dict[str, Any]:
         while lo < hi and claims[lo] <= t - window_ms:
             lo += 1
         points.append([t, hi - lo])
-    def in_first_window(a: Account, calls: int) -> float:
-        return calls * window_ms / a.submit.rate.window_ms
-
-    return {"t": now_ms,
-            "limit": int(sum(in_first_window(a, a.submit.rate.limit) for a in live) + 1e-9),
-            "window_s": window_ms / 1000,
-            "effective_limit": int(sum(in_first_window(a, a.submit.state()["effective_limit"])
-                                       for a in live) + 1e-9),
+    limit, effective = fleet_rule(
+        [(a.submit.rate, a.submit.state()["effective_limit"]) for a in live], window_ms)
+    return {"t": now_ms, "limit": limit, "window_s": window_ms / 1000,
+            "effective_limit": effective,
             "points": points}
