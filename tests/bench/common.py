@@ -89,6 +89,9 @@ class Section:
     body: str
     raw: list[str] = field(default_factory=list)
     met: bool | None = None
+    #: PNG files for docs/ (file name -> bytes, ``plots.png(fig)``), written beside the doc
+    #: with it and linked from ``body`` as ``![what it shows](<file name>)``
+    images: dict[str, bytes] = field(default_factory=dict)
 
 
 class SimProcess:

@@ -67,3 +67,6 @@ def write(path: Path, sections: list[tuple[Section, list[str], float]], command:
     parts = [HEADER] + [kept[k] for k in ORDER if k in kept]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts))
+    for section, _, _ in sections:
+        for name, data in section.images.items():
+            (path.parent / name).write_bytes(data)
