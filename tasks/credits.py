@@ -90,6 +90,10 @@ def read_credits(rt: runtime.Runtime, account: Account | None = None) -> CreditR
                     account.name, answer.outcome.value, answer.code, answer.message,
                     effect.value)
         return CreditRead(answer.outcome.value, effect=effect.value)
+    # the answers this process holds (answers.py) are counted before the balance is stored,
+    # so the cost learned from it sees every accepted submission this process knows of
+    account.submit.flush()
+    limiter.flush()
     at_ms = int(scripts.register(rt.redis, "store_credits")(
         keys=[rt.keys.limiter_state(account.id)],
         args=[repr(answer.data), grant.at_ms, CREDITS_FIELD, CREDITS_AT_FIELD, GRANT_FIELD,

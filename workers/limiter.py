@@ -74,6 +74,7 @@ from redis.exceptions import NoScriptError
 from ..config.settings import RateSpec, Settings
 from ..provider.profiles import Outcome
 from . import scripts
+from .answers import FLUSHER, Held
 from .keys import Keys
 from .redis_conn import server_ms
 
@@ -157,6 +158,8 @@ _SEEN: dict[tuple[Any, ...], str] = {}
 #: rounds of fence.lua + acquire in one try_acquire while the instance keeps changing
 FENCE_ROUNDS = 3
 
+#: acquire.lua's kinds by name (a dict lookup: cheaper than the enum's constructor)
+_KINDS = {k.value: k for k in Kind}
 _SIGNALS = {
     Outcome.ACCEPTED: Signal.UP, Outcome.REJECTED: Signal.UP, Outcome.THROTTLED: Signal.THROTTLED,
     Outcome.MAINTENANCE: Signal.MAINTENANCE, Outcome.CREDITS: Signal.PAUSED,
@@ -275,14 +278,21 @@ class Limiter:
         self.log_key = keys.bucket_log(account, purpose)
         self.state_key = keys.limiter_state(account)
         self._report = scripts.register(redis, "report")
+        self._settle = scripts.register(redis, "settle")
+        #: normal answers held back to travel with the next acquire (answers.py)
+        self._held = Held()
+        self._settle_config = f"{purpose}|{rate.limit}|{'1' if respect_pause else '0'}"
         self._seen_key = (*_address(redis), self.state_key)
-        # the acquire path is hot (workers ask again and again while waiting): its command is
-        # built once, with the bucket's whole configuration in one argument, and sent straight
-        # as EVALSHA (going through the Script object measured 6-8% slower per acquire)
-        self._config = "|".join(str(x) for x in (
-            purpose, rate.limit, self.window_ms, self.burst, "1" if respect_pause else "0",
-            self.policy.probe_lease_ms, self.policy.flight_ms,
-            format(max(0.0, credit_floor), "f"))).encode()
+        # the acquire path is hot (workers ask again and again while waiting): the bucket's
+        # configuration is written into the script's text as Lua literals (no parsing per
+        # call), and the command is sent straight as EVALSHA (through the Script object:
+        # 6-8% slower per acquire)
+        self._config = (
+            f"'{purpose}', {rate.limit}, {self.window_ms}, {self.burst}, "
+            f"{'true' if respect_pause else 'false'}, {self.policy.probe_lease_ms}, "
+            f"{self.policy.flight_ms}, {format(max(0.0, credit_floor), 'f')}")
+        if not re.fullmatch(r"[a-z]+", purpose):  # it goes into the script's text
+            raise ValueError(f"bad purpose {purpose!r}")
         #: EVALSHA head of acquire for the instance this process knows the account on (none
         #: yet: the first try_acquire meets NOSCRIPT and decides the fence)
         self._head = self._for_instance(_SEEN.get(self._seen_key, ""))[1]
@@ -291,29 +301,50 @@ class Limiter:
         self._ids = itertools.count()
 
     def try_acquire(self) -> Grant:
-        """One round trip: a token now, or the reason and the wait until one may be free."""
+        """One round trip: a token now, or the reason and the wait until one may be free.
+        The grants this process saw answered since travel with it (answers.py)."""
         grant_id = f"{self._id_prefix}{next(self._ids)}"
+        answered = self._held.take_ids()
         try:
-            reply = self.redis.execute_command("EVALSHA", *self._head, grant_id)
+            reply = self.redis.execute_command("EVALSHA", *self._head, grant_id, *answered)
         except NoScriptError:  # an instance not known to this process (restart, failover...)
             reply = "0|0|0|recheck"
+        if isinstance(reply, int):  # the hot path: a plain grant at this time (ms)
+            return Grant(True, 0.0, reply, Kind.OK, grant_id)
         if isinstance(reply, bytes):
             reply = reply.decode()
         if reply.endswith("|recheck"):  # or the state was decided elsewhere, or lost
             reply = self._decide_then_acquire(grant_id)
+            if isinstance(reply, int):
+                return Grant(True, 0.0, reply, Kind.OK, grant_id)
         granted, wait_ms, now_ms, kind = reply.split("|")
         if granted == "1":
-            return Grant(True, 0.0, int(now_ms), Kind(kind), grant_id)
-        return Grant(False, int(float(wait_ms)) / 1000, int(now_ms), Kind(kind))
+            return Grant(True, 0.0, int(now_ms), _KINDS[kind], grant_id)
+        return Grant(False, int(float(wait_ms)) / 1000, int(now_ms), _KINDS[kind])
+
+    def flush(self) -> None:
+        """Send the answers held for this bucket now (settle.lua)."""
+        batch = self._held.take()
+        if batch is None:
+            return
+        try:
+            self._settle(keys=[self.log_key, self.state_key],
+                         args=[self._settle_config, *batch.args()])
+        except BaseException:
+            self._held.put_back(batch)
+            raise
 
     def _for_instance(self, run_id: str) -> tuple[str, tuple[Any, ...]]:
-        """acquire.lua's text for the instance ``run_id`` (its first line names it, so its
-        sha is that instance's own) and the EVALSHA head that asks for it."""
-        text = f"local instance = '{run_id}'\n{scripts.source('acquire')}"
+        """acquire.lua's text for the instance ``run_id`` (its first line names it and the
+        bucket's configuration, so its sha is this bucket's on that instance) and the
+        EVALSHA head that asks for it."""
+        text = (f"local instance, purpose, limit, window_ms, burst, respect_pause, "
+                f"probe_lease_ms, flight_ms, floor = '{run_id}', {self._config}\n"
+                f"{scripts.source('acquire')}")
         sha = hashlib.sha1(text.encode()).hexdigest()
-        return text, (sha, 2, self.log_key.encode(), self.state_key.encode(), self._config)
+        return text, (sha, 2, self.log_key.encode(), self.state_key.encode())
 
-    def _decide_then_acquire(self, grant_id: str) -> str:
+    def _decide_then_acquire(self, grant_id: str) -> str | int:
         """Decide the fence on the current instance, then ask again (a few rounds while the
         instance keeps changing under us; then a short "fence" refusal)."""
         for _ in range(FENCE_ROUNDS):
@@ -323,7 +354,7 @@ class Limiter:
             except NoScriptError:
                 continue
             reply = reply.decode() if isinstance(reply, bytes) else reply
-            if not reply.endswith("|recheck"):
+            if isinstance(reply, int) or not reply.endswith("|recheck"):
                 return reply
         return f"0|{WAKE_JITTER_MS * 10}|{server_ms(self.redis)}|fence"
 
@@ -368,10 +399,16 @@ class Limiter:
 
     def report(self, outcome: Outcome, grant: Grant | None = None,
                retry_after_s: float | None = None) -> Effect:
-        """Feed one provider answer back; returns what it did to the account's state."""
+        """Feed one provider answer back; returns what it did to the account's state.
+        A normal answer of a plain grant is held and travels with the bucket's next acquire,
+        or within FLUSH_S (answers.py): its effect is "none"."""
+        signal = _SIGNALS[outcome]
+        if signal is Signal.UP and grant is not None and grant.kind is Kind.OK:
+            if self._held.add(outcome.value, grant.grant_id):
+                FLUSHER.schedule(id(self), self.flush)
+            return Effect.NONE
         kind, grant_id = (grant.kind, grant.grant_id) if grant else (Kind.OK, "")
         p = self.policy
-        signal = _SIGNALS[outcome]
         if signal is Signal.THROTTLED:
             jitter_ms = random.uniform(0, 0.2 * max(p.cooldown_ms, (retry_after_s or 0) * 1000))
         elif signal is Signal.MAINTENANCE:
@@ -466,7 +503,9 @@ class Limiter:
         return max(0, int((balance - self.credit_floor) / cost + 1e-9) - since)
 
     def state(self) -> dict[str, Any]:
-        """What operators see: effective rate, tokens left, cool-down, breaker, pause."""
+        """What operators see: effective rate, tokens left, cool-down, breaker, pause (with
+        this process's held answers applied first)."""
+        self.flush()
         raw = self.redis.hgetall(self.state_key)
         now_ms = server_ms(self.redis)
         used = self.redis.zcount(self.log_key, now_ms - self.window_ms + 1, "+inf")

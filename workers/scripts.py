@@ -20,7 +20,7 @@ _INCLUDE = re.compile(r"^--#include (\w+)$", re.MULTILINE)
 #: every script the workers load (``make setup`` checks each is in the installed package)
 NAMES = ("acquire", "fence", "report", "transition", "create_job", "annotate", "claim_due",
          "lease", "reclaim", "rescue_stranded", "add_duplicate", "store_credits", "admit",
-         "dispatch", "quota", "budget", "unlane")
+         "dispatch", "quota", "budget", "unlane", "settle")
 
 
 @cache

@@ -432,3 +432,44 @@ def test_the_pump_reads_the_gates_through_the_limiter(redis):
     lim.resume()
     redis.hset(lim.state_key, mapping={"breaker": "open", "breaker:until": now + 60_000})
     assert lim.gate(now).closed and lim.gate(now + 60_000) == (False, True, 5)
+
+
+def _evalsha_calls(redis) -> int:
+    return int(redis.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def test_a_normal_answer_travels_with_the_next_acquire(redis):
+    """Given N grant + accepted-answer cycles, expect about one script call per cycle (the
+    answer rides with the next acquire; only the flusher adds a few), and every answer
+    applied: counted once, its entry lowered out of flight."""
+    lim = make(redis, RateSpec(10_000, 60_000), account="cycle")
+    cycles = 300
+    before = _evalsha_calls(redis)
+    for _ in range(cycles):
+        grant = lim.try_acquire()
+        assert grant.granted
+        assert lim.report(Outcome.ACCEPTED, grant) == "none"
+    lim.flush()
+    calls = _evalsha_calls(redis) - before
+    assert calls <= cycles + 30, calls  # with a report.lua call per answer: 2 x cycles
+    state = redis.hgetall(lim.state_key)
+    assert state["submit:calls:accepted"] == str(cycles)
+    now_ms = server_ms(redis)
+    assert redis.zcount(lim.log_key, f"({now_ms}", "+inf") == 0  # none still in flight
+
+
+def test_a_held_answer_is_sent_without_another_acquire(redis):
+    """Given one answered grant and no later acquire, expect the flusher to apply it."""
+    lim = make(redis, RateSpec(2, 60_000), account="idle")
+    grant = lim.try_acquire()
+    lim.report(Outcome.ACCEPTED, grant)
+    wait_until(lambda: redis.hget(lim.state_key, "submit:calls:accepted") == "1", 10,
+               "the held answer sent")
+    assert redis.zcount(lim.log_key, f"({server_ms(redis)}", "+inf") == 0
+
+
+def test_answers_that_change_the_state_are_never_held(redis):
+    lim = make(redis, RateSpec(5, 60_000), account="urgent")
+    grant = lim.try_acquire()
+    assert lim.report(Outcome.THROTTLED, grant) == "cut"  # at once, in this call
+    assert redis.hget(lim.state_key, "submit:calls:throttled") == "1"

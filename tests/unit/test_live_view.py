@@ -73,6 +73,7 @@ def troubled(client) -> dict[str, Any]:
     grant = rt.submit_limiter.try_acquire()
     assert grant.granted, grant
     rt.submit_limiter.report(Outcome.ACCEPTED, grant)
+    rt.submit_limiter.flush()  # a normal answer is held up to FLUSH_S (answers.py)
     client.pause(REASON)
     queued = [client.enqueue("add-vocals", {**VOCALS, "title": f"Queued {n}"})["id"]
               for n in range(2)]
@@ -215,6 +216,7 @@ def accounts(client) -> dict[str, Any]:
     grant = main_.submit.try_acquire()
     assert grant.granted, grant
     main_.submit.report(Outcome.ACCEPTED, grant)
+    main_.submit.flush()  # a normal answer is held up to FLUSH_S (answers.py)
     assert spare.submit.report(Outcome.MAINTENANCE) == "opened"
     old.submit.report(Outcome.CREDITS)
     ov = Client(settings).overview()

@@ -1,10 +1,11 @@
 -- acquire.lua: take one call from an account's bucket, through its gates, in one round trip.
 --
--- Call: EVALSHA sha 2 log state  config grant_id
---   config = "purpose|limit|window_ms|burst|respect_pause|probe_lease_ms|flight_ms|floor", one
---   argument the caller encodes once (fewer arguments: a cheaper call on the hot path)
---   The caller puts one line before this text, ``local instance = '<run_id>'``: the run_id of
---   the Redis instance it loads the script on (so the text, and its sha, are that instance's).
+-- Call: EVALSHA sha 2 log state  grant_id [counts grant_id...]
+--   The caller puts one line before this text naming the Redis instance it loads the script
+--   on and the bucket's configuration, as Lua literals (no parsing on the hot path):
+--     local instance, purpose, limit, window_ms, burst, respect_pause, probe_lease_ms,
+--           flight_ms, floor = '<run_id>', 'submit', 20, 10050, 20, true, 30000, 60000, 0
+--   so the text, and its sha, are this bucket's on that instance.
 -- KEYS[1] log    zset  grant id -> the latest time (ms) its request can have reached the
 --                      provider: while unanswered, grant + flight_ms (a time in the future,
 --                      so it counts as "arriving now"); report.lua lowers it to the answer's
@@ -13,12 +14,12 @@
 --                      <purpose>:factor, <purpose>:cooldown_until, <purpose>:pace, breaker,
 --                      breaker:until, breaker:probe_until, pause, pause:auto, pause:probe_at,
 --                      pause:probe_until, server and fence_at (written by fence.lua)
--- config fields:
+-- configuration (the first line):
 --   purpose         "submit" or "poll"
 --   limit           N of the rule N/W (the configured ceiling)
 --   window_ms       W, already widened by the caller's safety margin
 --   burst           grants that may go back to back (then paced W / N_eff apart)
---   respect_pause   "1": the credits/auth pause applies (submissions); "0": it does not
+--   respect_pause   true: the credits/auth pause applies (submissions); false: it does not
 --   probe_lease_ms  how long a half-open probe is exclusively held by its taker
 --   flight_ms       longest a granted call can stay unanswered (the caller's timeouts);
 --                   a grant nobody reports (its worker died) stops counting after that
@@ -26,11 +27,21 @@
 --                   respect_pause): once a balance and the cost of one accepted call are
 --                   known (store_credits.lua), a grant is refused ("credits") when
 --                   credits - cost * (accepted since the read + in flight + 1) < floor
--- ARGV[2] grant_id  a caller-made unique id for this grant (the log's member)
--- Returns one string "granted|wait_ms|now_ms|kind" (granted 1|0). kind: "ok" | "probe"
--- (breaker half-open) | "pause_probe" when granted; "paused" | "breaker" | "cooldown" |
--- "window" | "fence" | "credits" when refused; "recheck" (granted 0) asks the caller to run
--- fence.lua first. One string, not an array: the cheapest reply to parse.
+-- ARGV[1] grant_id  a caller-made unique id for this grant (the log's member)
+-- ARGV[2..]         optional: grants of this bucket whose calls this process has seen
+--                   answered normally since its last acquire (workers/answers.py): their
+--                   entries are lowered to now, whatever this call's verdict, so the window
+--                   sees each answer with the next acquire, in the same round trip (on a
+--                   grant in the same ZADD as the new entry). Counting them, and the AIMD
+--                   increase, is settle.lua's, a moment later. While the account's credit
+--                   floor is in force they are left for settle.lua, which lowers and counts
+--                   them together (the floor counts an accepted call either in flight or
+--                   charged, never in neither).
+-- Returns the grant's time (ms, an integer) for a plain grant (kind "ok"), the hot path;
+-- else one string "granted|wait_ms|now_ms|kind" (granted 1|0). kind: "probe" (breaker
+-- half-open) | "pause_probe" when granted; "paused" | "breaker" | "cooldown" | "window" |
+-- "fence" | "credits" when refused; "recheck" (granted 0) asks the caller to run fence.lua
+-- first. One integer or one string, not an array: the cheapest replies to parse.
 -- Lost state (limiter.py's docstring): the caller loads this script, its first line naming the
 -- instance, in one MULTI with fence.lua on that instance, so a script with that text exists
 -- there only (Redis neither replicates nor persists scripts). Whoever runs it is therefore on
@@ -48,15 +59,9 @@
 -- Time is the Redis server clock (one clock for every worker on every machine), in ms.
 
 --#include effective
+--#include answered
 
-local purpose, limit, window_ms, burst, respect_pause, probe_lease_ms, flight_ms, floor =
-  string.match(ARGV[1], '^([^|]+)|(%d+)|(%d+)|(%d+)|([01])|(%d+)|(%d+)|([%d.]+)$')
-if not purpose then return redis.error_reply('acquire.lua: bad config ' .. ARGV[1]) end
-limit, window_ms, burst, floor = tonumber(limit), tonumber(window_ms), tonumber(burst),
-  tonumber(floor)
-respect_pause = respect_pause == '1'
-probe_lease_ms, flight_ms = tonumber(probe_lease_ms), tonumber(flight_ms)
-local grant_id = ARGV[2]
+local grant_id = ARGV[1]
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
@@ -66,11 +71,18 @@ local s = redis.call('HMGET', KEYS[2], purpose .. ':factor', purpose .. ':cooldo
                      'credits:cost', 'credits:charged', 'credits:charged_at_read')
 if s[6] ~= instance then return '0|0|' .. now_ms .. '|recheck' end
 local factor = tonumber(s[1]) or 1
+-- answered grants to lower (ARGV[2..]); left to settle.lua under the credit floor (above)
+local lowering = #ARGV >= 2 and not (respect_pause and s[8] and s[9])
+local function lower()
+  if lowering then lower_answered(KEYS[1], now_ms, 2) end
+  lowering = false
+end
 local cooldown_until = tonumber(s[2]) or 0
 local breaker_open = s[3] == 'open'
 local paused = s[4] and s[4] ~= ''
 
 local function refuse(wait, why)
+  lower()
   return '0|' .. wait .. '|' .. now_ms .. '|' .. why
 end
 
@@ -129,10 +141,22 @@ if kind == 'probe' then
 elseif kind == 'pause_probe' then
   redis.call('HSET', KEYS[2], 'pause:probe_until', now_ms + probe_lease_ms)
 end
-redis.call('ZADD', KEYS[1], now_ms + flight_ms, grant_id)
+if lowering then  -- one ZADD: the answered entries lowered to now, the new grant added
+  if #ARGV == 2 then  -- the hot path: one answer
+    redis.call('ZADD', KEYS[1], 'LT', now_ms, ARGV[2], now_ms + flight_ms, grant_id)
+  else
+    local args = answered_zadd(KEYS[1], now_ms, 2)
+    args[#args + 1] = now_ms + flight_ms
+    args[#args + 1] = grant_id
+    redis.call(unpack(args))
+  end
+else
+  redis.call('ZADD', KEYS[1], now_ms + flight_ms, grant_id)
+end
 -- only the newest ``limit`` entries matter; trimming on one grant in eight (by the clock's
 -- last digits) keeps the log within a few entries of that at a fraction of the cost. The log
 -- has no TTL: bounded so, it is a few hundred bytes per bucket, and no expiry can ever drop
 -- grants that still count.
 if now_ms % 8 == 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(limit + 1)) end
+if kind == 'ok' then return now_ms end  -- an integer reply: the cheapest to make and read
 return '1|0|' .. now_ms .. '|' .. kind
