@@ -215,7 +215,7 @@ SETTINGS: tuple[Setting, ...] = (
             "`resubmit` or `fail` after the uncertain grace"),
     Setting("BACKBEAT_THROTTLE_COOLDOWN", "throttle_cooldown_s", _number, "2",
             "seconds the fleet waits after a throttle"),
-    Setting("BACKBEAT_THROTTLE_BETA", "throttle_beta", _number, "0.7",
+    Setting("BACKBEAT_THROTTLE_BETA", "throttle_beta", _number, "0.85",
             "multiplicative rate cut on a throttle, between 0 and 1"),
     Setting("BACKBEAT_BREAKER_BASE", "breaker_base_s", _number, "15",
             "seconds the 455 breaker first stays open"),

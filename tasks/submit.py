@@ -17,11 +17,13 @@ log = logging.getLogger(__name__)
 def submit(self, job_id: str) -> str:
     """Submit ``job_id``; a job that must wait long is parked in Redis, not re-sent."""
     rt = runtime.current()
+    step = None
     try:
         step = through_redis_outages(lambda: submit_job(rt, job_id),
                                      budget_s=rt.settings.visibility_timeout_s / 4)
-    finally:  # this node's lease on the job ends with the delivery (workers/leases.py)
-        release_lease(rt, self.request.hostname, job_id)
+    finally:  # this node's lease on the job ends with the delivery (workers/leases.py),
+        if step is None or not step.released:  # unless the job's last move dropped it
+            release_lease(rt, self.request.hostname, job_id)
     log.info("job %s: %s", job_id, step.reason)
     return step.reason
 

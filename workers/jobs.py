@@ -40,7 +40,10 @@ def enqueue(rt: Runtime, request: dict[str, Any], producer: str = DEFAULT
             raise ValidationError(err.messages) from None
     job_id = uuid.uuid4().hex
     key = data.get("idempotency_key")
-    replay = bool(key) and bool(rt.redis.exists(rt.keys.idem(key)))
+    spec = s.producer(producer)
+    # a replay costs nothing against a quota or budget: looked for only when there is one
+    counted = spec.quota is not None or spec.credit_budget is not None
+    replay = counted and bool(key) and bool(rt.redis.exists(rt.keys.idem(key)))
     wait_s = 0.0 if replay else lanes.check_quota(rt, producer, job_id)
     if wait_s > 0:
         raise QuotaExceeded(producer, str(s.producer(producer).quota), wait_s)

@@ -1,8 +1,11 @@
 """Every Redis key backbeat owns, in one place, under the configurable prefix.
 
 Job store (one hash per job, plus indexes; every index entry leaves when the job does):
-    {p}:job:{id}            hash   the job record (see store.py for its fields)
-    {p}:hist:{id}           list   the job's last transitions, JSON, oldest first (capped)
+    {p}:job:{id}            hash   the job record (see store.py for its fields); every value
+                                   short, so Redis keeps it compact (a listpack)
+    {p}:params:{id}         string the job's provider params, JSON (same lifetime as the record)
+    {p}:hist:{id}           list   the job's transitions after ``created``, JSON, oldest first
+                                   (capped; no key before the first one)
     {p}:idem:{key}          string "job_id|fingerprint" an idempotency key maps to
     {p}:events              stream one entry per state transition (capped)
     {p}:jobs                zset   job id -> ms created (listing; trimmed after retention)
@@ -66,6 +69,9 @@ class Keys:
 
     def hist(self, job_id: str) -> str:
         return f"{self.prefix}:hist:{job_id}"
+
+    def params(self, job_id: str) -> str:
+        return f"{self.prefix}:params:{job_id}"
 
     def idem(self, idempotency_key: str) -> str:
         return f"{self.prefix}:idem:{idempotency_key}"

@@ -75,8 +75,11 @@ def send_or_admit(rt: Runtime, job_id: str, producer: str, priority: int) -> boo
     pipe = rt.redis.pipeline(transaction=False)
     pipe.scard(k.lanes)
     pipe.zcard(k.parked)  # jobs parked (a gate closed, a backoff) or on their way: busy
-    waiting, parked = pipe.execute()
-    queued = rt.broker_redis.llen(k.submit_queue)  # the broker may be another Redis
+    same = rt.broker_redis is rt.redis  # the broker may be another Redis
+    if same:
+        pipe.llen(k.submit_queue)
+    waiting, parked, *queued = pipe.execute()
+    queued = queued[0] if same else rt.broker_redis.llen(k.submit_queue)
     if not waiting and not parked and queued < target(rt):
         send_submit(rt.settings, job_id, front=True)
         rt.store.dispatched(job_id)

@@ -85,13 +85,10 @@ class Leases:
                                args=["renew", self.ttl_ms, node, *ids]))
 
     def release(self, node: str, job_id: str) -> None:
-        """The delivery on ``node`` ended: drop its lease (not one another node took since)."""
-        holder = self.redis.hget(self.keys.lease_holders, job_id)
-        if holder is not None and holder.split(" ", 1)[0] == node:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.zrem(self.keys.leases, job_id)
-            pipe.hdel(self.keys.lease_holders, job_id)
-            pipe.execute()
+        """The delivery on ``node`` ended: drop its lease (not one another node took since),
+        in one script call."""
+        self._lease(keys=[self.keys.leases, self.keys.lease_holders],
+                    args=["release", self.ttl_ms, node, job_id])
 
     def holder(self, job_id: str) -> str | None:
         """The node holding ``job_id`` now, if any."""

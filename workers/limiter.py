@@ -185,9 +185,10 @@ class Grant(NamedTuple):
 class Policy:
     """How hard the fleet backs off; every duration in ms."""
 
-    #: multiplicative cut on a throttle: 0.7 (as AWS's adaptive retry mode) measured 81%
-    #: utilisation at 2.5% throttled calls where 0.5 gave 72% at 1.6% (docs/BENCHMARKS.md)
-    beta: float = 0.7
+    #: multiplicative cut on a throttle: 0.85, the one of 0.5 / 0.7 / 0.85 that met both
+    #: <= 10% throttled and >= 85% of the real rule (docs/BENCHMARKS.md, "Adaptive": 3 runs
+    #: each against a provider whose real rule is below the configured one)
+    beta: float = 0.85
     cooldown_ms: int = 2_000
     breaker_base_ms: int = 15_000
     breaker_cap_ms: int = 300_000
@@ -285,8 +286,8 @@ class Limiter:
         self._seen_key = (*_address(redis), self.state_key)
         # the acquire path is hot (workers ask again and again while waiting): the bucket's
         # configuration is written into the script's text as Lua literals (no parsing per
-        # call), and the command is sent straight as EVALSHA (through the Script object:
-        # 6-8% slower per acquire)
+        # call), and the command is sent straight as EVALSHA (not through redis-py's Script
+        # object, which adds its own work per call)
         self._config = (
             f"'{purpose}', {rate.limit}, {self.window_ms}, {self.burst}, "
             f"{'true' if respect_pause else 'false'}, {self.policy.probe_lease_ms}, "
@@ -303,14 +304,33 @@ class Limiter:
     def try_acquire(self) -> Grant:
         """One round trip: a token now, or the reason and the wait until one may be free.
         The grants this process saw answered since travel with it (answers.py)."""
-        grant_id = f"{self._id_prefix}{next(self._ids)}"
-        answered = self._held.take_ids()
+        grant_id, args = self._acquire_args()
         try:
-            reply = self.redis.execute_command("EVALSHA", *self._head, grant_id, *answered)
-        except NoScriptError:  # an instance not known to this process (restart, failover...)
-            reply = "0|0|0|recheck"
+            reply = self.redis.execute_command(*args)
+        except NoScriptError as exc:  # an instance not known to this process (restart...)
+            reply = exc
+        return self.grant_from(grant_id, reply)
+
+    def try_acquire_on(self, pipe: Any) -> Callable[[Any], Grant]:
+        """Queue this bucket's acquire on ``pipe`` (a non-transactional pipeline of the same
+        Redis, run with ``raise_on_error=False``), so it shares the caller's round trip;
+        returns what turns its reply into the Grant."""
+        grant_id, args = self._acquire_args()
+        pipe.execute_command(*args)
+        return lambda reply: self.grant_from(grant_id, reply)
+
+    def _acquire_args(self) -> tuple[str, tuple[Any, ...]]:
+        grant_id = f"{self._id_prefix}{next(self._ids)}"
+        return grant_id, ("EVALSHA", *self._head, grant_id, *self._held.take_ids())
+
+    def grant_from(self, grant_id: str, reply: Any) -> Grant:
+        """acquire.lua's reply (or the NOSCRIPT error instead) as a Grant."""
         if isinstance(reply, int):  # the hot path: a plain grant at this time (ms)
             return Grant(True, 0.0, reply, Kind.OK, grant_id)
+        if isinstance(reply, NoScriptError):
+            reply = "0|0|0|recheck"
+        elif isinstance(reply, Exception):
+            raise reply
         if isinstance(reply, bytes):
             reply = reply.decode()
         if reply.endswith("|recheck"):  # or the state was decided elsewhere, or lost

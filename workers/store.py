@@ -81,7 +81,6 @@ class JobStore:
         digest = fingerprint(job_type, params, notify_url)
         record = {
             "type": job_type,
-            "params": json.dumps(params, separators=(",", ":")),
             "priority": str(priority),
             "idempotency_key": idempotency_key or "",
             "notify_url": notify_url or "",
@@ -91,15 +90,18 @@ class JobStore:
         }
         flat = [x for kv in record.items() for x in kv]
         k = self.keys
-        created, found_id, found_digest = self._create(
+        created, found_id, found_digest, found = self._create(
             keys=[k.job(job_id), k.idem(idempotency_key or "-"), k.events, k.queued, k.jobs,
-                  k.outbox, k.deadline, k.hist(job_id)],
+                  k.outbox, k.deadline, k.params(job_id)],
             args=[job_id, "1" if idempotency_key else "0", digest, self.retention_ms,
-                  EVENTS_MAXLEN, int(deadline_ms), *flat],
+                  EVENTS_MAXLEN, int(deadline_ms), json.dumps(params, separators=(",", ":")),
+                  *flat],
         )
         if not created and found_digest != digest:
             raise IdempotencyConflict(idempotency_key or "", found_id)
-        job = self.get(found_id)
+        # the record comes back with the reply (no second read)
+        job = Job.from_hash(dict(zip(found[::2], map(str, found[1::2]), strict=True))
+                            ) if found else None
         if job is None:  # the key outlived its job record: treat as a fresh request
             self.redis.delete(self.keys.idem(idempotency_key or "-"))
             return self.create(job_id, job_type, params, idempotency_key, priority, notify_url,
@@ -107,15 +109,33 @@ class JobStore:
         return job, bool(created)
 
     def get(self, job_id: str) -> Job | None:
-        h = self.redis.hgetall(self.keys.job(job_id))
-        return Job.from_hash(h) if h else None
+        pipe = self.redis.pipeline(transaction=False)
+        self.read_on(pipe, job_id)
+        return self.job_from(*pipe.execute())
 
     def get_many(self, job_ids: list[str]) -> list[Job | None]:
         """The jobs of ``job_ids`` in one round trip (None for one that is gone)."""
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hgetall(self.keys.job(job_id))
-        return [Job.from_hash(h) if h else None for h in pipe.execute()]
+            self.read_on(pipe, job_id)
+        replies = pipe.execute()
+        return [self.job_from(h, p) for h, p in zip(replies[::2], replies[1::2], strict=True)]
+
+    def read_on(self, pipe: Any, job_id: str) -> None:
+        """Queue the two reads of one job on ``pipe``: its record and its params (the
+        replies, in order, are what :meth:`job_from` takes)."""
+        pipe.hgetall(self.keys.job(job_id))
+        pipe.get(self.keys.params(job_id))
+
+    @staticmethod
+    def job_from(record: dict[str, str], params: str | None) -> Job | None:
+        """The Job of one record and its params (None when the record is gone); a record
+        written before params had their own key carries them itself."""
+        if not record:
+            return None
+        if params is not None and "params" not in record:
+            record = {**record, "params": params}
+        return Job.from_hash(record)
 
     def transition(
         self,
@@ -148,7 +168,8 @@ class JobStore:
         applied, before = self._transition(
             keys=[k.job(job_id), k.hist(job_id), k.events, k.poll, k.uncertain, k.parked,
                   k.deadline, *k.state_indexes, k.notify, k.metric(DUPLICATES),
-                  k.recent(k.metric(DUPLICATES))],
+                  k.recent(k.metric(DUPLICATES)), k.leases, k.lease_holders,
+                  k.params(job_id)],
             args=[job_id, to.value, reason, require_from.value if require_from else "",
                   require_attempt or "", "" if poll_delay_ms is None else int(poll_delay_ms),
                   self.retention_ms, EVENTS_MAXLEN,
@@ -215,8 +236,19 @@ class JobStore:
                                 args=[cutoff_ms, batch]))
 
     def history(self, job_id: str) -> list[dict[str, Any]]:
-        """The job's last transitions, oldest first (time in ms, from, to, reason)."""
-        return [json.loads(e) for e in self.redis.lrange(self.keys.hist(job_id), 0, -1)]
+        """The job's last transitions, oldest first (time in ms, from, to, reason): its
+        creation (the record's ``created_at``; no entry is stored for it), then the stored
+        ones."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(self.keys.job(job_id), "created_at")
+        pipe.lrange(self.keys.hist(job_id), 0, -1)
+        created_at, stored = pipe.execute()
+        entries = [json.loads(e) for e in stored]
+        if created_at is not None and not (entries and entries[0].get("reason") == "created"
+                                           and entries[0].get("from") == ""):
+            entries.insert(0, {"t": int(created_at), "from": "", "to": "queued",
+                               "reason": "created"})
+        return entries
 
     def dispatched(self, job_id: str) -> None:
         """The job's first message is in the broker: it leaves the outbox."""
@@ -238,12 +270,14 @@ class JobStore:
                 break
             pipe = self.redis.pipeline(transaction=False)
             for member, _ in batch:
-                pipe.hgetall(self.keys.job(member))
-            for (member, score), record in zip(batch, pipe.execute(), strict=True):
+                self.read_on(pipe, member)
+            replies = pipe.execute()
+            for (member, score), record, params in zip(batch, replies[::2], replies[1::2],
+                                                       strict=True):
                 scanned += 1
                 last = (score, member)
                 if record and (job_type is None or record.get("type") == job_type):
-                    jobs.append(Job.from_hash(record))
+                    jobs.append(self.job_from(record, params))
                     if len(jobs) == limit:
                         break
             top, after_id = last

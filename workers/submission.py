@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from ..provider.client import Answer
 from ..provider.profiles import Outcome
 from . import node
-from .accounts import Account, choose
+from .accounts import Account, Choice, choose, weighted_order
 from .dispatch import send_submit, wake_lease_ms
 from .limiter import GATED, Effect
 from .resilience import Backoff
 from .runtime import Runtime
 from .signing import callback_url
 from .states import JobState
+from .store import Job
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +42,21 @@ class Step:
     """What happened to the job in this delivery (for the log and the task's return value)."""
 
     reason: str
+    #: the job left queued/submitting in this delivery: its lease went with that transition
+    #: (transition.lua), the node has none to release
+    released: bool = False
 
 
 def submit_job(rt: Runtime, job_id: str) -> Step:
     """Take one queued job through the limiter to the provider and record what happened."""
-    job = rt.store.get(job_id)
-    if job is None:
-        return Step("no such job (expired or never created)")
-    if job.state is JobState.SUBMITTING:
-        return _redelivered_in_flight(rt, job_id)
-    if job.state is not JobState.QUEUED:
+    job, first = _read_with_token(rt, job_id)
+    if job is None or job.state is not JobState.QUEUED:
+        if first is not None and first.account is not None:
+            first.account.submit.release(first.grant)
+        if job is None:
+            return Step("no such job (expired or never created)")
+        if job.state is JobState.SUBMITTING:
+            return _redelivered_in_flight(rt, job_id)
         return Step(f"already {job.state.value}")
 
     started = time.monotonic()
@@ -60,11 +66,15 @@ def submit_job(rt: Runtime, job_id: str) -> Step:
     vt = rt.settings.visibility_timeout_s
     max_wait, max_hold = min(MAX_INLINE_WAIT_S, vt / 10), min(MAX_HOLD_S, vt / 4)
     while True:
-        try:  # the first account (weighted order) that can take it
-            choice = choose(rt.accounts, max_wait_s=max_wait, sleep=node.nap)
-        except node.Draining:  # this node is shutting down: another node takes the job now
-            hand_over(rt, job_id)
-            return Step("worker draining: handed to another node")
+        if first is not None and first.account is not None:  # the token read with the job
+            choice, first = first, None
+        else:
+            first = None
+            try:  # the first account (weighted order) that can take it
+                choice = choose(rt.accounts, max_wait_s=max_wait, sleep=node.nap)
+            except node.Draining:  # this node is shutting down: another node takes it now
+                hand_over(rt, job_id)
+                return Step("worker draining: handed to another node")
         account, grant = choice.account, choice.grant
         if account is None:
             rt.store.park(job_id, 0 if grant.kind in GATED else int(grant.wait_s * 1000))
@@ -91,6 +101,27 @@ def submit_job(rt: Runtime, job_id: str) -> Step:
         if time.monotonic() - started > max_hold:
             rt.store.park(job_id)
             return Step("throttled repeatedly: parked")
+
+
+def _read_with_token(rt: Runtime, job_id: str) -> tuple[Job | None, Choice | None]:
+    """The job and, in the same round trip, a submit token from the first account in
+    weighted order: a Choice with that account when granted (None when refused: the caller's
+    ``choose`` asks every account again, sleeping as it must)."""
+    order = weighted_order(rt.accounts)
+    pipe = rt.redis.pipeline(transaction=False)
+    rt.store.read_on(pipe, job_id)
+    read = order[0].submit.try_acquire_on(pipe) if order else None
+    replies = pipe.execute(raise_on_error=False)
+    for reply in replies[:2]:
+        if isinstance(reply, Exception):
+            if read is not None and isinstance(replies[2], int):  # a token nobody will use
+                order[0].submit.release(read(replies[2]))
+            raise reply
+    job = rt.store.job_from(replies[0], replies[1])
+    if read is None:
+        return job, None
+    grant = read(replies[2])
+    return job, Choice(order[0], grant) if grant.granted else None
 
 
 def hand_over(rt: Runtime, job_id: str) -> None:
@@ -122,11 +153,12 @@ def record_answer(rt: Runtime, job_id: str, attempt_id: str, answer: Answer,
         if not moved.applied and store.add_duplicate(job_id, answer.task_id or ""):
             log.warning("job %s: accepted task %s after another was adopted: duplicate",
                         job_id, answer.task_id)
-        return Step("submitted")
+        return Step("submitted", released=moved.applied)
     if outcome is Outcome.REJECTED:
-        store.transition(job_id, JobState.FAILED, f"rejected by provider ({answer.code})",
-                         require_attempt=attempt_id, fields=_error(answer))
-        return Step("rejected")
+        moved = store.transition(job_id, JobState.FAILED,
+                                 f"rejected by provider ({answer.code})",
+                                 require_attempt=attempt_id, fields=_error(answer))
+        return Step("rejected", released=moved.applied)
     if outcome is Outcome.UNCERTAIN:
         grace_ms = int(rt.settings.uncertain_grace_s * 1000)
         store.annotate(job_id, {"uncertain": "1", **_error(answer)},

@@ -6,9 +6,10 @@ Usage (from the repository root)::
     .venv/bin/python tests/bench/run.py --quick                 # all, short (~3 min)
     .venv/bin/python tests/bench/run.py --only utilisation,paused
 
-Each run starts its own redis-server (free port) and simulator (in this process) and its own
-worker processes, stops them all at the end (on error too), and rewrites the sections it ran
-in docs/BENCHMARKS.md (a full run by default; a --quick run only with --write-doc).
+Each run starts its own redis-server (free port), simulator (``backbeat sim``, its own process;
+the chaos run hosts one in this process to drive its faults) and worker processes, stops them
+all at the end (on error too), and rewrites the sections it ran in docs/BENCHMARKS.md (a full
+run by default; a --quick run only with --write-doc), with their plots (docs/bench-*.png).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ import bench_accounts  # noqa: E402
 import bench_adaptive  # noqa: E402
 import bench_credits  # noqa: E402
 import bench_fairness  # noqa: E402
+import bench_memory  # noqa: E402
 import bench_paused  # noqa: E402
+import bench_pipeline  # noqa: E402
 import bench_reconcile  # noqa: E402
 import bench_reliability  # noqa: E402
 import bench_throughput  # noqa: E402
@@ -46,6 +49,8 @@ BENCHMARKS = {
     "fairness": bench_fairness,
     "credits": bench_credits,
     "reliability": bench_reliability,
+    "pipeline": bench_pipeline,
+    "memory": bench_memory,
 }
 #: run only when named (``make chaos``): the long chaos run takes several minutes on its own
 ON_REQUEST = {"reliability"}

@@ -152,13 +152,13 @@ def test_provider_answers_count_by_outcome_and_move_the_limiter_figures(rt):
         ("submit", "accepted"): 2, ("submit", "rejected"): 1, ("submit", "throttled"): 1,
         ("submit", "uncertain"): 1, ("poll", "accepted"): 1, ("poll", "transient"): 1}
     assert set(calls) == {(p, o.value) for p in ("submit", "poll") for o in Outcome}
-    # the suite's 20/10s and the shipped beta 0.7: one cut leaves floor(20 * 0.7) = 14
-    assert (str(rt.settings.submit_rate), rt.settings.throttle_beta) == ("20/10s", 0.7)
+    # the suite's 20/10s and the shipped beta 0.85: one cut leaves floor(20 * 0.85) = 17
+    assert (str(rt.settings.submit_rate), rt.settings.throttle_beta) == ("20/10s", 0.85)
     assert s.value("backbeat_limit", account=acct, purpose="submit") == 20
     assert s.value("backbeat_limit_window_seconds", account=acct, purpose="submit") == 10
     assert s.value("backbeat_throttle_factor", account=acct, purpose="submit") == (
-        pytest.approx(0.7))
-    assert s.value("backbeat_effective_limit", account=acct, purpose="submit") == 14
+        pytest.approx(0.85))
+    assert s.value("backbeat_effective_limit", account=acct, purpose="submit") == 17
     assert s.value("backbeat_effective_limit", account=acct, purpose="poll") == (
         rt.settings.poll_rate.limit)
     assert s.value("backbeat_throttles_total", account=acct, purpose="submit") == 1

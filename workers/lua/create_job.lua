@@ -1,7 +1,7 @@
 -- create_job.lua: write a new job record, its idempotency key and its indexes in one step.
 --
--- Call: EVALSHA sha 8 job idem events queued jobs outbox deadline hist
---         job_id has_idem fingerprint idem_ttl_ms maxlen deadline_ms f1 v1 f2 v2 ...
+-- Call: EVALSHA sha 8 job idem events queued jobs outbox deadline params
+--         job_id has_idem fingerprint idem_ttl_ms maxlen deadline_ms params_json f1 v1 ...
 -- KEYS[1] job       hash    the new job record
 -- KEYS[2] idem      string  "job_id|fingerprint" for this idempotency key (unused if has_idem 0)
 -- KEYS[3] events    stream  transition events (capped, approximate MAXLEN)
@@ -9,10 +9,16 @@
 -- KEYS[5] jobs      zset    job id -> ms created (listing)
 -- KEYS[6] outbox    zset    job id -> ms created, until the producer confirms its message sent
 -- KEYS[7] deadline  zset    job id -> ms its deadline passes
--- KEYS[8] hist      list    the job's transition history (JSON entries)
+-- KEYS[8] params    string  the job's provider params (JSON): kept out of the record, so the
+--                           record's values stay short and Redis stores it as a listpack
 -- ARGV[6] deadline_ms: ms from now until the job expires unless finished
--- Returns {1, job_id, fingerprint} when created, {0, existing_job_id, existing_fingerprint} when the
--- idempotency key already names a job (the caller compares fingerprints: same -> same job, else 409).
+-- ARGV[7] params_json
+-- No history entry is written: "created" is the record's created_at (store.history shows it
+-- first), so a queued job costs no history list.
+-- Returns {1, job_id, fingerprint, record} when created, {0, existing_job_id,
+-- existing_fingerprint, record} when the idempotency key already names a job (the caller
+-- compares fingerprints: same -> same job, else 409); record = the job's hash (HGETALL, flat)
+-- with its params, empty when that job is gone: the caller needs no second read.
 -- Time is the Redis server clock, in milliseconds.
 
 local job_id = ARGV[1]
@@ -22,15 +28,28 @@ local idem_ttl_ms = tonumber(ARGV[4])
 local events_maxlen = tonumber(ARGV[5])
 local deadline_ms = tonumber(ARGV[6])
 
+local function record(job_key, params_key)
+  local h = redis.call('HGETALL', job_key)
+  if #h > 0 and not redis.call('HEXISTS', job_key, 'params') then
+    h[#h + 1] = 'params'
+    h[#h + 1] = redis.call('GET', params_key) or '{}'
+  end
+  return h
+end
+
 if has_idem then
   local existing = redis.call('GET', KEYS[2])
   if existing then
     local sep = string.find(existing, '|', 1, true)
-    return {0, string.sub(existing, 1, sep - 1), string.sub(existing, sep + 1)}
+    local found = string.sub(existing, 1, sep - 1)
+    local prefix = string.sub(KEYS[1], 1, #KEYS[1] - #job_id)  -- "<p>:job:"
+    local params_prefix = string.sub(KEYS[8], 1, #KEYS[8] - #job_id)
+    return {0, found, string.sub(existing, sep + 1),
+            record(prefix .. found, params_prefix .. found)}
   end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  return {0, job_id, redis.call('HGET', KEYS[1], 'fingerprint') or ''}
+  return {0, job_id, redis.call('HGET', KEYS[1], 'fingerprint') or '', record(KEYS[1], KEYS[8])}
 end
 
 local t = redis.call('TIME')
@@ -39,11 +58,12 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local fields = {'id', job_id, 'state', 'queued', 'fingerprint', fingerprint,
                 'created_at', now_ms, 'updated_at', now_ms, 'queued_at', now_ms,
                 'deadline_at', now_ms + deadline_ms, 'attempts', 0, 'failures', 0}
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
 end
 redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('SET', KEYS[8], ARGV[7])
 if has_idem then
   redis.call('SET', KEYS[2], job_id .. '|' .. fingerprint, 'PX', idem_ttl_ms)
 end
@@ -51,7 +71,8 @@ redis.call('ZADD', KEYS[4], now_ms, job_id)
 redis.call('ZADD', KEYS[5], now_ms, job_id)
 redis.call('ZADD', KEYS[6], now_ms, job_id)
 redis.call('ZADD', KEYS[7], now_ms + deadline_ms, job_id)
-redis.call('RPUSH', KEYS[8], cjson.encode({t = now_ms, from = '', to = 'queued', reason = 'created'}))
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', events_maxlen, '*',
            'job', job_id, 'from', '', 'to', 'queued', 'reason', 'created', 't', now_ms)
-return {1, job_id, fingerprint}
+fields[#fields + 1] = 'params'
+fields[#fields + 1] = ARGV[7]
+return {1, job_id, fingerprint, fields}

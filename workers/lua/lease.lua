@@ -2,14 +2,17 @@
 --
 -- Call: EVALSHA sha 2 leases holders  mode ttl_ms node [job_id tag]...   (mode "take")
 --       EVALSHA sha 2 leases holders  mode ttl_ms node [job_id]...       (mode "renew")
+--       EVALSHA sha 2 leases holders  mode ttl_ms node [job_id]...       (mode "release")
 -- KEYS[1] leases   zset  job id -> ms its lease ends (housekeeping reclaims it after that)
 -- KEYS[2] holders  hash  job id -> "<node> <broker delivery tag>" of the lease's holder
 -- ARGV[1] mode     "take": a node received a message for these jobs (sets holder and lease);
 --                  "renew": the node still holds them (extends only leases that still exist and
---                  that this node holds, so a lease released meanwhile is never recreated)
+--                  that this node holds, so a lease released meanwhile is never recreated);
+--                  "release": the node's delivery ended (drops only leases this node holds,
+--                  never one another node took since)
 -- ARGV[2] ttl_ms   lease length from now: several heartbeats, so a live node never loses one
 -- ARGV[3] node     the worker node's name (``celery@host``)
--- Returns the number of leases written. Server clock, ms.
+-- Returns the number of leases written (or dropped). Server clock, ms.
 
 local mode, ttl_ms, node = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local t = redis.call('TIME')
@@ -26,7 +29,12 @@ else
   for i = 4, #ARGV do
     local holder = redis.call('HGET', KEYS[2], ARGV[i])
     if holder and string.sub(holder, 1, #prefix) == prefix then
-      redis.call('ZADD', KEYS[1], 'XX', until_ms, ARGV[i])
+      if mode == 'release' then
+        redis.call('ZREM', KEYS[1], ARGV[i])
+        redis.call('HDEL', KEYS[2], ARGV[i])
+      else
+        redis.call('ZADD', KEYS[1], 'XX', until_ms, ARGV[i])
+      end
       written = written + 1
     end
   end

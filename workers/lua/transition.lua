@@ -1,7 +1,7 @@
 -- transition.lua: move one job forward (or submitting -> queued, or a retry) and record it.
 --
--- Call: EVALSHA sha 18 job hist events poll uncertain parked deadline <9 state indexes> notify
---         metric
+-- Call: EVALSHA sha 22 job hist events poll uncertain parked deadline <9 state indexes> notify
+--         metric recent leases lease-holders params
 --         job_id to reason require_from require_attempt poll_delay_ms retention_ms maxlen
 --         mode park_delay_ms f1 v1 ...
 -- KEYS[1] job        hash    the job record
@@ -15,6 +15,13 @@
 -- KEYS[17] notify    zset    job id -> ms its webhook is due (terminal jobs with a notify_url)
 -- KEYS[18] metric    string  fleet-wide counter of duplicate upstream tasks
 -- KEYS[19] recent    list    the latest jobs with a duplicate (status page)
+-- KEYS[20] leases    zset    job id -> ms its worker node's lease ends (workers/leases.py)
+-- KEYS[21] holders   hash    job id -> the node holding that lease
+--                    A job leaving queued / submitting for any other state drops its lease in
+--                    this step: a lease only serves to move a queued or submitting job again
+--                    when its node dies (reclaim.lua drops it too, later), so the node's own
+--                    release at the end of its delivery is spared a round trip.
+-- KEYS[22] params    string  the job's params: kept exactly as long as the record
 -- ARGV[1] job_id; ARGV[2] target state; ARGV[3] reason (short text)
 -- ARGV[4] require_from     "" or the state the job must be in now
 -- ARGV[5] require_attempt  "" or the attempt id the job must carry now
@@ -95,11 +102,16 @@ end
 redis.call('ZREM', INDEX[cur], job_id)
 redis.call('ZADD', INDEX[to], now_ms, job_id)
 if to ~= 'submitting' then redis.call('ZREM', KEYS[5], job_id) end
+if (cur == 'queued' or cur == 'submitting') and to ~= 'queued' and to ~= 'submitting' then
+  redis.call('ZREM', KEYS[20], job_id)
+  redis.call('HDEL', KEYS[21], job_id)
+end
 if to ~= 'queued' then redis.call('ZREM', KEYS[6], job_id) end
 if TERMINAL[to] then
   redis.call('ZREM', KEYS[4], job_id)
   redis.call('ZREM', KEYS[7], job_id)
   redis.call('PEXPIRE', KEYS[1], retention_ms)
+  redis.call('PEXPIRE', KEYS[22], retention_ms)
   if (redis.call('HGET', KEYS[1], 'notify_url') or '') ~= '' then
     redis.call('HSET', KEYS[1], 'notify_state', 'pending')
     redis.call('ZADD', KEYS[17], now_ms, job_id)
@@ -113,6 +125,7 @@ if to == 'queued' and park_delay_ms ~= '' then
 end
 if mode == 'retry' then
   redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[22])
   redis.call('ZADD', KEYS[7], now_ms + tonumber(redis.call('HGET', KEYS[1], 'deadline_ms') or 0),
              job_id)
 end
