@@ -50,7 +50,9 @@ def enqueue(rt: Runtime, request: dict[str, Any], producer: str = DEFAULT
     reserved = 0.0
     try:
         reserved = 0.0 if replay else lanes.reserve_budget(rt, producer)
-        job, created = rt.store.create(
+        # the broker in this Redis: the new job is placed (lane or send) in the same step
+        target = lanes.target(rt) if rt.broker_redis is rt.redis else None
+        job, created, placed = rt.store.create_placed(
             job_id,
             data["type"],
             data["params"],
@@ -60,6 +62,7 @@ def enqueue(rt: Runtime, request: dict[str, Any], producer: str = DEFAULT
             deadline_ms=int(s.deadline_s(data["type"]) * 1000),
             producer=producer,
             credits_reserved=reserved,
+            target=target,
         )
     except BaseException:
         lanes.give_back_quota(rt, producer, job_id)
@@ -68,7 +71,10 @@ def enqueue(rt: Runtime, request: dict[str, Any], producer: str = DEFAULT
     if not created:
         lanes.give_back_quota(rt, producer, job_id)
         lanes.give_back_budget(rt, producer, reserved)
-    if created:
+    if created and placed == "send":
+        send_submit(s, job.id, front=True)
+        rt.store.dispatched(job.id)
+    elif created and not placed:
         lanes.send_or_admit(rt, job.id, producer, job.int("priority"))
     elif job.state is JobState.QUEUED and not rt.redis.hexists(rt.keys.lane_of, job.id):
         send_submit(s, job.id)

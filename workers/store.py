@@ -78,6 +78,27 @@ class JobStore:
     ) -> tuple[Job, bool]:
         """Write a new queued job; returns (job, created). Same key + same request = same job
         (whoever replays it: the job keeps its first producer)."""
+        job, created, _ = self.create_placed(job_id, job_type, params, idempotency_key,
+                                             priority, notify_url, deadline_ms, producer,
+                                             credits_reserved)
+        return job, created
+
+    def create_placed(
+        self,
+        job_id: str,
+        job_type: str,
+        params: dict[str, Any],
+        idempotency_key: str | None = None,
+        priority: int = 0,
+        notify_url: str | None = None,
+        deadline_ms: int = DEFAULT_DEADLINE_MS,
+        producer: str = "default",
+        credits_reserved: float = 0.0,
+        target: int | None = None,
+    ) -> tuple[Job, bool, str]:
+        """:meth:`create`, and with ``target`` (the broker is this Redis) the new job placed
+        in the same step (create_job.lua): admitted to its producer's lane under backlog
+        ("lane"), or left for the caller to send ("send"); "" when not placed."""
         digest = fingerprint(job_type, params, notify_url)
         record = {
             "type": job_type,
@@ -90,12 +111,14 @@ class JobStore:
         }
         flat = [x for kv in record.items() for x in kv]
         k = self.keys
-        created, found_id, found_digest, found = self._create(
+        placement = "" if target is None else f"{int(target)}|{producer}|{int(priority)}"
+        created, found_id, found_digest, found, placed = self._create(
             keys=[k.job(job_id), k.idem(idempotency_key or "-"), k.events, k.queued, k.jobs,
-                  k.outbox, k.deadline, k.params(job_id)],
+                  k.outbox, k.deadline, k.params(job_id), k.lanes, k.parked, k.submit_queue,
+                  k.lane(producer), k.lane_of, k.lane_seq],
             args=[job_id, "1" if idempotency_key else "0", digest, self.retention_ms,
                   EVENTS_MAXLEN, int(deadline_ms), json.dumps(params, separators=(",", ":")),
-                  *flat],
+                  placement, *flat],
         )
         if not created and found_digest != digest:
             raise IdempotencyConflict(idempotency_key or "", found_id)
@@ -104,9 +127,10 @@ class JobStore:
                             ) if found else None
         if job is None:  # the key outlived its job record: treat as a fresh request
             self.redis.delete(self.keys.idem(idempotency_key or "-"))
-            return self.create(job_id, job_type, params, idempotency_key, priority, notify_url,
-                               deadline_ms, producer, credits_reserved)
-        return job, bool(created)
+            return self.create_placed(job_id, job_type, params, idempotency_key, priority,
+                                      notify_url, deadline_ms, producer, credits_reserved,
+                                      target)
+        return job, bool(created), placed
 
     def get(self, job_id: str) -> Job | None:
         pipe = self.redis.pipeline(transaction=False)

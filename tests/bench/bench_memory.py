@@ -154,6 +154,9 @@ def _case(stack: Stack, name: str, n: int, log: Log) -> dict[str, Any]:
     rows: list[tuple[str, int, float, str]] = []  # family, count, bytes total, encoding
     job_avg = _sampled(redis, [keys.job(i) for i in ids])
     rows.append(("job hash (bb:job:<id>)", n, job_avg * n, _encoding(redis, keys.job(ids[0]))))
+    params_avg = _sampled(redis, [keys.params(i) for i in ids])
+    rows.append(("params string (params:<id>)", n, params_avg * n,
+                 _encoding(redis, keys.params(ids[0]))))
     hist_avg = _sampled(redis, [keys.hist(i) for i in ids])
     rows.append(("history list (hist:<id>)", n, hist_avg * n, _encoding(redis, keys.hist(ids[0]))))
     idem_avg = _sampled(redis, [keys.idem(k) for k in idem if k])

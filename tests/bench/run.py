@@ -31,6 +31,7 @@ import bench_credits  # noqa: E402
 import bench_fairness  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_paused  # noqa: E402
+import bench_peers  # noqa: E402
 import bench_pipeline  # noqa: E402
 import bench_reconcile  # noqa: E402
 import bench_reliability  # noqa: E402
@@ -48,6 +49,7 @@ BENCHMARKS = {
     "accounts": bench_accounts,
     "fairness": bench_fairness,
     "credits": bench_credits,
+    "peers": bench_peers,
     "reliability": bench_reliability,
     "pipeline": bench_pipeline,
     "memory": bench_memory,
