@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.deps-stamp
 
-.PHONY: setup browser demo test test-all bench chaos lint clean
+.PHONY: setup browser demo test test-all bench chaos soak lint clean
 
 # venv + dependencies + redis-server (installed with apt-get when missing). In CI (CI=true) the
 # package is installed non-editable, so a file missing from the package (a .lua script) fails
@@ -48,6 +48,11 @@ bench: setup
 # long chaos run: 2,000 jobs, 12 worker kills, 2 Redis SIGKILL restarts, provider faults
 chaos: setup
 	$(BIN)/python tests/bench/run.py --only reliability
+
+# soak (10 min of load by default, BENCH_SOAK_S to change it): a mixed workload, random
+# provider faults, a node SIGKILL a minute, a Redis restart; invariants checked at the end
+soak: setup
+	$(BIN)/python tests/bench/run.py --only soak
 
 lint: setup
 	$(BIN)/ruff check config provider workers tasks api simulator devstack tests

@@ -25,7 +25,8 @@ whose command, date and machine are printed in its section. Do not edit by hand:
   rot). One benchmark: `.venv/bin/python tests/bench/run.py --only NAME` with NAME in
   `throughput`, `pipeline`, `peers`, `utilisation`, `adaptive`, `paused`, `reconcile`,
   `memory`, `accounts`, `fairness`, `credits`. Run on request only: reliability under chaos,
-  `make chaos` (about 3 min), and the soak, `make soak` (10 min by default).
+  `make chaos` (about 3 min), and the soak, `make soak` (about 13 min: `BENCH_SOAK_S` sets
+  the seconds of load, 600 by default, 90 with `--quick`).
 """
 _MARK = re.compile(r"<!-- bench:(\w+) -->\n.*?<!-- /bench:\1 -->\n", re.S)
 
@@ -40,7 +41,8 @@ def render(n: int, section: Section, raw: list[str], command: str, facts: dict[s
         f"Goal: {section.goal} — {verdict}.",
         "",
         f"How to reproduce: `.venv/bin/python tests/bench/run.py --only {section.key}` "
-        "(or `make bench` for all).",
+        + {"reliability": "(`make chaos`).", "soak": "(`make soak`)."}.get(
+            section.key, "(or `make bench` for all)."),
         "",
         f"This run: `{command}`{' (quick mode)' if quick else ''}",
         "",

@@ -35,6 +35,7 @@ import bench_peers  # noqa: E402
 import bench_pipeline  # noqa: E402
 import bench_reconcile  # noqa: E402
 import bench_reliability  # noqa: E402
+import bench_soak  # noqa: E402
 import bench_throughput  # noqa: E402
 import bench_utilisation  # noqa: E402
 import report  # noqa: E402
@@ -53,9 +54,10 @@ BENCHMARKS = {
     "reliability": bench_reliability,
     "pipeline": bench_pipeline,
     "memory": bench_memory,
+    "soak": bench_soak,
 }
-#: run only when named (``make chaos``): the long chaos run takes several minutes on its own
-ON_REQUEST = {"reliability"}
+#: run only when named (``make chaos``, ``make soak``): each takes several minutes on its own
+ON_REQUEST = {"reliability", "soak"}
 
 
 def _terminate(signum: int, _frame: object) -> None:
