@@ -107,6 +107,8 @@ class Flusher:
         self._cond = threading.Condition()
         self._due: dict[int, Callable[[], None]] = {}
         self._thread: threading.Thread | None = None
+        #: one flush at a time: a caller of flush_all returns after one in progress ended
+        self._sending = threading.Lock()
 
     def schedule(self, key: int, flush: Callable[[], None]) -> None:
         with self._cond:
@@ -128,6 +130,10 @@ class Flusher:
 
     def flush_all(self) -> bool:
         """Send everything due now; False when a send failed (it stays due)."""
+        with self._sending:
+            return self._send_due()
+
+    def _send_due(self) -> bool:
         with self._cond:
             due, self._due = self._due, {}
         ok = True

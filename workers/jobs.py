@@ -76,7 +76,8 @@ def enqueue(rt: Runtime, request: dict[str, Any], producer: str = DEFAULT
         rt.store.dispatched(job.id)
     elif created and not placed:
         lanes.send_or_admit(rt, job.id, producer, job.int("priority"))
-    elif job.state is JobState.QUEUED and not rt.redis.hexists(rt.keys.lane_of, job.id):
+    elif (not created and job.state is JobState.QUEUED
+          and not rt.redis.hexists(rt.keys.lane_of, job.id)):
         send_submit(s, job.id)
         rt.store.dispatched(job.id)
     return job, created

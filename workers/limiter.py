@@ -59,6 +59,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import math
 import random
 import re
 import secrets
@@ -283,6 +284,9 @@ class Limiter:
         #: normal answers held back to travel with the next acquire (answers.py)
         self._held = Held()
         self._settle_config = f"{purpose}|{rate.limit}|{'1' if respect_pause else '0'}"
+        #: one pacing slot at the configured rate (W / N; at a cut rate slots are longer, so
+        #: an unused grant giving back this much never gives back more than it took)
+        self._pace_ms = math.ceil(self.window_ms / rate.limit) if self.burst < rate.limit else 0
         self._seen_key = (*_address(redis), self.state_key)
         # the acquire path is hot (workers ask again and again while waiting): the bucket's
         # configuration is written into the script's text as Lua literals (no parsing per
@@ -352,6 +356,7 @@ class Limiter:
                          args=[self._settle_config, *batch.args()])
         except BaseException:
             self._held.put_back(batch)
+            FLUSHER.schedule(id(self), self.flush)  # the flusher tries again
             raise
 
     def _for_instance(self, run_id: str) -> tuple[str, tuple[Any, ...]]:
@@ -459,11 +464,12 @@ class Limiter:
             args=[self.purpose, signal, kind, self.rate.limit, p.beta, 1 / self.rate.limit,
                   p.cooldown_ms, retry_after_ms, jitter_ms, p.breaker_base_ms,
                   p.breaker_cap_ms, outcome, p.pause_probe_ms, grant_id,
-                  "1" if self.respect_pause else "0"],
+                  "1" if self.respect_pause else "0", self._pace_ms],
         ))
 
     def release(self, grant: Grant | None) -> None:
-        """Give back a grant whose call was never made (the job was taken elsewhere)."""
+        """Give back a grant whose call was never made (the job was taken elsewhere): its
+        log entry goes, and a paced bucket's schedule steps back one slot."""
         if grant is not None and grant.granted:
             self._run_report(Signal.UNUSED, grant.kind, grant.grant_id, 0, 0, "")
 

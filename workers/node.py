@@ -31,6 +31,7 @@ from celery import signals
 from celery.worker import state as worker_state
 
 from . import runtime
+from .answers import FLUSHER
 from .housekeeping import reclaim_dead_leases
 from .leases import HEARTBEAT_S
 
@@ -135,9 +136,20 @@ def _on_process_init(**_: Any) -> None:
     signal.signal(DRAIN_SIGNAL, drain)
 
 
+def _on_process_shutdown(**_: Any) -> None:
+    """A pool process ends with os._exit (no atexit): the limiter answers it still holds are
+    sent first (workers/answers.py)."""
+    try:
+        FLUSHER.flush_all()
+    except Exception:  # noqa: BLE001 - never block the exit: their entries age out
+        log.warning("limiter answers not sent at exit", exc_info=True)
+
+
 def connect() -> None:
     """Connect the hooks above to Celery's signals (idempotent: weak=False, dispatch_uid)."""
     signals.task_received.connect(_on_task_received, weak=False, dispatch_uid="bb-lease")
     signals.worker_ready.connect(_on_worker_ready, weak=False, dispatch_uid="bb-heartbeat")
     signals.worker_shutting_down.connect(_on_shutting_down, weak=False, dispatch_uid="bb-drain")
     signals.worker_process_init.connect(_on_process_init, weak=False, dispatch_uid="bb-init")
+    signals.worker_process_shutdown.connect(_on_process_shutdown, weak=False,
+                                            dispatch_uid="bb-answers")

@@ -64,23 +64,11 @@ class JobStore:
         self._add_duplicate = scripts.register(redis, "add_duplicate")
         self._rescue = scripts.register(redis, "rescue_stranded")
 
-    def create(
-        self,
-        job_id: str,
-        job_type: str,
-        params: dict[str, Any],
-        idempotency_key: str | None = None,
-        priority: int = 0,
-        notify_url: str | None = None,
-        deadline_ms: int = DEFAULT_DEADLINE_MS,
-        producer: str = "default",
-        credits_reserved: float = 0.0,
-    ) -> tuple[Job, bool]:
-        """Write a new queued job; returns (job, created). Same key + same request = same job
-        (whoever replays it: the job keeps its first producer)."""
-        job, created, _ = self.create_placed(job_id, job_type, params, idempotency_key,
-                                             priority, notify_url, deadline_ms, producer,
-                                             credits_reserved)
+    def create(self, *args: Any, **kwargs: Any) -> tuple[Job, bool]:
+        """Write a new queued job (the arguments of :meth:`create_placed`, without
+        ``target``); returns (job, created). Same key + same request = same job (whoever
+        replays it: the job keeps its first producer)."""
+        job, created, _ = self.create_placed(*args, **kwargs)
         return job, created
 
     def create_placed(
@@ -96,8 +84,9 @@ class JobStore:
         credits_reserved: float = 0.0,
         target: int | None = None,
     ) -> tuple[Job, bool, str]:
-        """:meth:`create`, and with ``target`` (the broker is this Redis) the new job placed
-        in the same step (create_job.lua): admitted to its producer's lane under backlog
+        """Write a new queued job: record, params, idempotency key, indexes (create_job.lua);
+        returns (job, created, placed). With ``target`` (the broker is this Redis) the new
+        job is placed in the same step: admitted to its producer's lane under backlog
         ("lane"), or left for the caller to send ("send"); "" when not placed."""
         digest = fingerprint(job_type, params, notify_url)
         record = {

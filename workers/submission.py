@@ -114,8 +114,11 @@ def _read_with_token(rt: Runtime, job_id: str) -> tuple[Job | None, Choice | Non
     replies = pipe.execute(raise_on_error=False)
     for reply in replies[:2]:
         if isinstance(reply, Exception):
-            if read is not None and isinstance(replies[2], int):  # a token nobody will use
-                order[0].submit.release(read(replies[2]))
+            if read is not None:  # a token nobody will use
+                try:
+                    order[0].submit.release(read(replies[2]))
+                except Exception:  # noqa: BLE001 - the read's error is the one to raise
+                    log.warning("job %s: token not given back", job_id, exc_info=True)
             raise reply
     job = rt.store.job_from(replies[0], replies[1])
     if read is None:

@@ -478,3 +478,37 @@ def test_answers_that_change_the_state_are_never_held(redis):
     grant = lim.try_acquire()
     assert lim.report(Outcome.THROTTLED, grant) == "cut"  # at once, in this call
     assert redis.hget(lim.state_key, "submit:calls:throttled") == "1"
+
+
+def test_an_unused_grant_gives_its_pacing_slot_back(redis):
+    """Given a paced bucket (slots 2 s apart), expect a grant given back unused to leave
+    the next slot free at once (a redelivered or taken job costs no slot)."""
+    lim = make(redis, RateSpec(10, 20_000), burst=1, account="paced")
+    assert lim.try_acquire().granted
+    second = lim.acquire(max_wait_s=15)
+    assert second.granted
+    lim.release(second)
+    third = lim.try_acquire()
+    assert third.granted, third
+
+
+def test_a_failed_flush_is_tried_again(redis):
+    """Given a direct flush whose send fails after the flusher's own pass found nothing
+    (the flush had taken the answers), expect the answers sent by the flusher later."""
+    lim = make(redis, RateSpec(5, 60_000), account="retry")
+    grant = lim.try_acquire()
+    lim.report(Outcome.ACCEPTED, grant)
+    send, failed = lim._settle, []
+
+    def once_broken(**kw):
+        if not failed:
+            failed.append(1)
+            time.sleep(0.3)  # the flusher's pass runs meanwhile and finds nothing held
+            raise ConnectionError("redis went away")
+        return send(**kw)
+
+    lim._settle = once_broken
+    with pytest.raises(ConnectionError):
+        lim.flush()
+    wait_until(lambda: redis.hget(lim.state_key, "submit:calls:accepted") == "1", 10,
+               "the held answer sent after the failure")

@@ -20,6 +20,7 @@ def test_create_is_idempotent_per_key(store, redis):
     assert created and job.state is S.QUEUED
     again, created = store.create("j2", "add-vocals", {"title": "a"}, idempotency_key="k")
     assert not created and again.id == "j1"
+    assert again.params == {"title": "a"} == job.params  # the replay shows the job's params
     assert redis.exists("bb:job:j2") == 0
     with pytest.raises(IdempotencyConflict) as info:
         store.create("j3", "add-vocals", {"title": "b"}, idempotency_key="k")
@@ -204,3 +205,18 @@ def test_resubmit_takes_an_in_flight_job_back_to_queued_parked_in_one_step(store
     assert redis.zscore("bb:notify", "j") is None  # nothing ended: nobody is notified
     store.transition("j", S.FAILED, "final")
     assert not store.transition("j", S.QUEUED, "again", resubmit=True).applied  # terminal
+
+
+def test_params_live_beside_the_record_and_expire_with_it(store, redis):
+    """Given a new job, expect its params in their own key (the record stays a listpack),
+    read back with the record, no stored history before its first move, and the params
+    expiring with the record when the job ends."""
+    store.create("p1", "add-vocals", {"title": "x" * 200})
+    assert "params" not in redis.hgetall("bb:job:p1")
+    assert redis.object("encoding", "bb:job:p1") == "listpack"
+    assert store.get("p1").params == {"title": "x" * 200}
+    assert redis.exists("bb:hist:p1") == 0
+    assert [e["to"] for e in store.history("p1")] == ["queued"]
+    assert store.transition("p1", S.CANCELLED, "bye").applied
+    assert [e["to"] for e in store.history("p1")] == ["queued", "cancelled"]
+    assert 0 < redis.pttl("bb:params:p1") <= 60_000 and redis.pttl("bb:job:p1") > 0

@@ -29,8 +29,11 @@ local function count_answered(state, purpose, limit, charged, factor, counts, fi
   return factor
 end
 
-local function answered_zadd(log, now_ms, first)
-  local args = {'ZADD', log, 'LT'}
+-- acquire.lua adds its new grant in the same ZADD, so it cannot say XX: an answered entry
+-- already gone (trimmed, or lost with the data) comes back at now, which counts no more than
+-- an unanswered entry did (min(score, now) = now); settle.lua says XX (flags "XX", "LT").
+local function answered_zadd(log, now_ms, first, ...)
+  local args = {'ZADD', log, ...}
   for i = first, #ARGV do
     args[#args + 1] = now_ms
     args[#args + 1] = ARGV[i]
@@ -39,5 +42,5 @@ local function answered_zadd(log, now_ms, first)
 end
 
 local function lower_answered(log, now_ms, first)
-  if #ARGV >= first then redis.call(unpack(answered_zadd(log, now_ms, first))) end
+  if #ARGV >= first then redis.call(unpack(answered_zadd(log, now_ms, first, 'XX', 'LT'))) end
 end

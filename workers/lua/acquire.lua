@@ -1,6 +1,6 @@
 -- acquire.lua: take one call from an account's bucket, through its gates, in one round trip.
 --
--- Call: EVALSHA sha 2 log state  grant_id [counts grant_id...]
+-- Call: EVALSHA sha 2 log state  grant_id [answered_grant_id...]
 --   The caller puts one line before this text naming the Redis instance it loads the script
 --   on and the bucket's configuration, as Lua literals (no parsing on the hot path):
 --     local instance, purpose, limit, window_ms, burst, respect_pause, probe_lease_ms,
@@ -145,7 +145,7 @@ if lowering then  -- one ZADD: the answered entries lowered to now, the new gran
   if #ARGV == 2 then  -- the hot path: one answer
     redis.call('ZADD', KEYS[1], 'LT', now_ms, ARGV[2], now_ms + flight_ms, grant_id)
   else
-    local args = answered_zadd(KEYS[1], now_ms, 2)
+    local args = answered_zadd(KEYS[1], now_ms, 2, 'LT')
     args[#args + 1] = now_ms + flight_ms
     args[#args + 1] = grant_id
     redis.call(unpack(args))

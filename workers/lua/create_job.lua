@@ -42,7 +42,7 @@ local deadline_ms = tonumber(ARGV[6])
 
 local function record(job_key, params_key)
   local h = redis.call('HGETALL', job_key)
-  if #h > 0 and not redis.call('HEXISTS', job_key, 'params') then
+  if #h > 0 and redis.call('HEXISTS', job_key, 'params') == 0 then
     h[#h + 1] = 'params'
     h[#h + 1] = redis.call('GET', params_key) or '{}'
   end

@@ -30,6 +30,10 @@
 -- ARGV[15] charged     "1" when an accepted call of this bucket costs credits (submissions):
 --                      it adds 1 to "credits:charged" (acquire.lua's credit floor, and the
 --                      cost learned from balance reads, store_credits.lua)
+-- ARGV[16] pace_ms     with signal "unused": one pacing slot of the bucket (0: not paced); an
+--                      unused grant steps the schedule (``<purpose>:pace``, acquire.lua) back
+--                      by that much while it is ahead of now, so a token given back (a job
+--                      found taken, a redelivery) costs no slot
 -- Returns the effect: "none" | "cut" | "cooldown" | "raised" | "opened" | "closed" | "paused" |
 -- "resumed". A throttle cuts the rate once per cool-down however many workers report it; only
 -- the first 455 after a close (or the probe's own 455) counts toward the breaker's backoff.
@@ -53,6 +57,13 @@ local K = KEYS[1]
 local f_factor, f_cool = purpose .. ':factor', purpose .. ':cooldown_until'
 if signal == 'unused' then
   if ARGV[14] ~= '' then redis.call('ZREM', KEYS[2], ARGV[14]) end
+  local step = tonumber(ARGV[16]) or 0
+  if step > 0 then
+    local pace = tonumber(redis.call('HGET', K, purpose .. ':pace'))
+    if pace and pace > now_ms then
+      redis.call('HSET', K, purpose .. ':pace', math.max(now_ms, pace - step))
+    end
+  end
   if kind == 'probe' then redis.call('HSET', K, 'breaker:probe_until', 0) end
   if kind == 'pause_probe' then redis.call('HSET', K, 'pause:probe_until', 0) end
   return 'none'
