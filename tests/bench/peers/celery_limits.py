@@ -14,23 +14,13 @@ import os
 import random
 import time
 
-from celery import Celery
 from limits import parse
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from peers import upstream
 
-app = Celery("peer_celery_limits", broker=os.environ["PEER_BROKER_URL"])
-app.conf.update(
-    task_default_queue="peer",
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
-    broker_connection_retry_on_startup=True,
-    task_serializer="json",
-    accept_content=["json"],
-)
+app = upstream.celery_app("peer_celery_limits")
 
 RULE = parse("20 per 10 seconds")
 LIMITER = MovingWindowRateLimiter(RedisStorage(os.environ["PEER_BROKER_URL"]))

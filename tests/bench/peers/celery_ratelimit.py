@@ -10,22 +10,9 @@ prefetch 1.
 
 from __future__ import annotations
 
-import os
-
-from celery import Celery
-
 from peers import upstream
 
-app = Celery("peer_celery_ratelimit", broker=os.environ["PEER_BROKER_URL"])
-app.conf.update(
-    task_default_queue="peer",
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
-    broker_connection_retry_on_startup=True,
-    task_serializer="json",
-    accept_content=["json"],
-)
+app = upstream.celery_app("peer_celery_ratelimit")
 
 
 @app.task(name="peer.generate", rate_limit="2/s", autoretry_for=(upstream.Throttled,),

@@ -25,6 +25,24 @@ INFLIGHT = "peer:inflight"
 _per_process: dict[int, tuple[requests.Session, Redis]] = {}
 
 
+def celery_app(name: str) -> Any:
+    """The Celery app of a Celery peer: the at-least-once settings a user sets for paid calls
+    (late ack, a killed process's message redelivered, prefetch 1), JSON, queue ``peer``."""
+    from celery import Celery
+
+    app = Celery(name, broker=os.environ["PEER_BROKER_URL"])
+    app.conf.update(
+        task_default_queue="peer",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        accept_content=["json"],
+    )
+    return app
+
+
 class Throttled(Exception):
     """The provider refused the call as over its rate (nothing was created or charged)."""
 
