@@ -93,9 +93,6 @@ class Held:
                 self._counts[outcome] = self._counts.get(outcome, 0) + n
             self._ids[:0] = batch.ids
 
-    def __len__(self) -> int:
-        return len(self._ids)
-
 
 class Flusher:
     """One daemon thread per process that sends what no acquire took within FLUSH_S."""

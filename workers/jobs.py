@@ -46,7 +46,7 @@ def enqueue(rt: Runtime, request: dict[str, Any], producer: str = DEFAULT
     replay = counted and bool(key) and bool(rt.redis.exists(rt.keys.idem(key)))
     wait_s = 0.0 if replay else lanes.check_quota(rt, producer, job_id)
     if wait_s > 0:
-        raise QuotaExceeded(producer, str(s.producer(producer).quota), wait_s)
+        raise QuotaExceeded(producer, str(spec.quota), wait_s)
     reserved = 0.0
     try:
         reserved = 0.0 if replay else lanes.reserve_budget(rt, producer)
@@ -72,8 +72,7 @@ def enqueue(rt: Runtime, request: dict[str, Any], producer: str = DEFAULT
         lanes.give_back_quota(rt, producer, job_id)
         lanes.give_back_budget(rt, producer, reserved)
     if created and placed == "send":
-        send_submit(s, job.id, front=True)
-        rt.store.dispatched(job.id)
+        lanes.send_new(rt, job.id)
     elif created and not placed:
         lanes.send_or_admit(rt, job.id, producer, job.int("priority"))
     elif (not created and job.state is JobState.QUEUED

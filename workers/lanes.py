@@ -66,6 +66,12 @@ def weights_arg(rt: Runtime) -> str:
     return "|".join(f"{p.name}={p.weight!r}" for p in rt.settings.producers)
 
 
+def send_new(rt: Runtime, job_id: str) -> None:
+    """Send a new job's message at the front of the line and take it out of the outbox."""
+    send_submit(rt.settings, job_id, front=True)
+    rt.store.dispatched(job_id)
+
+
 def send_or_admit(rt: Runtime, job_id: str, producer: str, priority: int) -> bool:
     """Send a new job's message now (no lane waits, nothing is parked and the queue is
     short: an idle system), or admit it to its producer's lane; True when sent. While every
@@ -81,8 +87,7 @@ def send_or_admit(rt: Runtime, job_id: str, producer: str, priority: int) -> boo
     waiting, parked, *queued = pipe.execute()
     queued = queued[0] if same else rt.broker_redis.llen(k.submit_queue)
     if not waiting and not parked and queued < target(rt):
-        send_submit(rt.settings, job_id, front=True)
-        rt.store.dispatched(job_id)
+        send_new(rt, job_id)
         return True
     scripts.register(rt.redis, "admit")(
         keys=[k.lane(producer), k.lanes, k.lane_of, k.outbox, k.lane_seq],

@@ -51,7 +51,7 @@ def submit_job(rt: Runtime, job_id: str) -> Step:
     """Take one queued job through the limiter to the provider and record what happened."""
     job, first = _read_with_token(rt, job_id)
     if job is None or job.state is not JobState.QUEUED:
-        if first is not None and first.account is not None:
+        if first is not None:
             first.account.submit.release(first.grant)
         if job is None:
             return Step("no such job (expired or never created)")
@@ -66,7 +66,7 @@ def submit_job(rt: Runtime, job_id: str) -> Step:
     vt = rt.settings.visibility_timeout_s
     max_wait, max_hold = min(MAX_INLINE_WAIT_S, vt / 10), min(MAX_HOLD_S, vt / 4)
     while True:
-        if first is not None and first.account is not None:  # the token read with the job
+        if first is not None:  # the token read with the job
             choice, first = first, None
         else:
             first = None
