@@ -6,6 +6,8 @@ from celery import Celery
 
 from ..config.celery import celery_config
 from ..config.settings import Settings, get_settings
+from .messages import Message, composer_for
+from .redis_conn import client
 
 _apps: dict[tuple[str, str], Celery] = {}
 
@@ -46,11 +48,27 @@ FRONT = 0
 NORMAL = 6
 
 
+def submit_message(settings: Settings, job_id: str, front: bool = False) -> Message | None:
+    """``job_id``'s submit message as Redis commands of our own (workers/messages.py), or
+    None where only Celery's ``send_task`` may write it (a Sentinel broker)."""
+    composer = composer_for(celery_for(settings), settings.broker_url)
+    if composer is None:
+        return None
+    return composer.compose(job_id, FRONT if front else NORMAL)
+
+
 def send_submit(settings: Settings, job_id: str, front: bool = False) -> None:
-    """Queue one ``backbeat.submit`` message for ``job_id`` (by name: no task import needed),
-    at the back of the line, or with ``front`` ahead of every new job."""
-    celery_for(settings).send_task("backbeat.submit", args=[job_id], queue="submit",
-                                   priority=FRONT if front else NORMAL)
+    """Queue one ``backbeat.submit`` message for ``job_id``, at the back of the line, or with
+    ``front`` ahead of every new job: the message and its task-sent event in one round trip
+    (workers/messages.py), else by Celery's ``send_task`` (by name: no task import needed)."""
+    message = submit_message(settings, job_id, front)
+    if message is None:
+        celery_for(settings).send_task("backbeat.submit", args=[job_id], queue="submit",
+                                       priority=FRONT if front else NORMAL)
+        return
+    pipe = client(settings.broker_url).pipeline(transaction=False)
+    message.push_on(pipe)
+    pipe.execute()
 
 
 def restore_message(settings: Settings, tag: str) -> None:

@@ -9,7 +9,7 @@ import marshmallow
 
 from ..config.producers import DEFAULT
 from . import lanes
-from .dispatch import send_submit
+from .dispatch import send_submit, submit_message
 from .errors import InvalidTransition, JobNotFound, QuotaExceeded, ValidationError
 from .job import iso_ms
 from .runtime import Runtime
@@ -21,14 +21,16 @@ from .webhooks import check_notify_url
 
 def enqueue(rt: Runtime, request: dict[str, Any], producer: str = DEFAULT
             ) -> tuple[Job, bool]:
-    """Validate, count against the producer's quota, store (record + idempotency key + outbox
-    entry in one step), then send the message or admit the job to its producer's lane.
+    """Validate, count against the producer's quota, store (record + idempotency key) and
+    place the job in one step: its message written with it, or admitted to its producer's
+    lane (create_job.lua, when the broker is this Redis); else store it with an outbox entry,
+    then send the message or admit the job.
 
-    Returns (job, created). The job sits in the outbox until its message is sent or it is in
-    its lane, so a crash between the two is repaired by housekeeping. A replay of the same
-    idempotency key returns the first job (and counts nothing against the quota); if that job
-    is still ``queued`` and in no lane its message is sent again (harmless: a submit claims a
-    job only from ``queued``). Raises ValidationError (backbeat's, field messages),
+    Returns (job, created). A job placed apart sits in the outbox until its message is sent
+    or it is in its lane, so a crash between the two is repaired by housekeeping. A replay of
+    the same idempotency key returns the first job (and counts nothing against the quota); if
+    that job is still ``queued`` and in no lane its message is sent again (harmless: a submit
+    claims a job only from ``queued``). Raises ValidationError (backbeat's, field messages),
     QuotaExceeded, BudgetExceeded or IdempotencyConflict.
     """
     s = rt.settings
@@ -52,6 +54,10 @@ def enqueue(rt: Runtime, request: dict[str, Any], producer: str = DEFAULT
         reserved = 0.0 if replay else lanes.reserve_budget(rt, producer)
         # the broker in this Redis: the new job is placed (lane or send) in the same step
         target = lanes.target(rt) if rt.broker_redis is rt.redis else None
+        # ... and sent in that step when its message can be written as Redis commands
+        message = (submit_message(s, job_id, front=True) if target is not None else None)
+        if message is not None and message.queue_key != rt.keys.submit_queue:
+            message = None
         job, created, placed = rt.store.create_placed(
             job_id,
             data["type"],
@@ -63,6 +69,7 @@ def enqueue(rt: Runtime, request: dict[str, Any], producer: str = DEFAULT
             producer=producer,
             credits_reserved=reserved,
             target=target,
+            message=message,
         )
     except BaseException:
         lanes.give_back_quota(rt, producer, job_id)

@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from redis.exceptions import WatchError
@@ -20,6 +20,9 @@ from .job import Job
 from .keys import Keys
 from .redis_conn import server_ms
 from .states import JobState, Mode
+
+if TYPE_CHECKING:
+    from .messages import Message
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +86,14 @@ class JobStore:
         producer: str = "default",
         credits_reserved: float = 0.0,
         target: int | None = None,
+        message: Message | None = None,
     ) -> tuple[Job, bool, str]:
         """Write a new queued job: record, params, idempotency key, indexes (create_job.lua);
         returns (job, created, placed). With ``target`` (the broker is this Redis) the new
         job is placed in the same step: admitted to its producer's lane under backlog
-        ("lane"), or left for the caller to send ("send"); "" when not placed."""
+        ("lane"), or sent in the same step with ``message`` (its submit message for the front
+        of the line, workers/messages.py: "sent"), or left for the caller to send ("send");
+        "" when not placed."""
         digest = fingerprint(job_type, params, notify_url)
         record = {
             "type": job_type,
@@ -107,7 +113,8 @@ class JobStore:
                   k.lane(producer), k.lane_of, k.lane_seq],
             args=[job_id, "1" if idempotency_key else "0", digest, self.retention_ms,
                   EVENTS_MAXLEN, int(deadline_ms), json.dumps(params, separators=(",", ":")),
-                  placement, *flat],
+                  placement, *(message.args() if message is not None else ("", "", "")),
+                  *flat],
         )
         if not created and found_digest != digest:
             raise IdempotencyConflict(idempotency_key or "", found_id)
@@ -118,7 +125,7 @@ class JobStore:
             self.redis.delete(self.keys.idem(idempotency_key or "-"))
             return self.create_placed(job_id, job_type, params, idempotency_key, priority,
                                       notify_url, deadline_ms, producer, credits_reserved,
-                                      target)
+                                      target, message)
         return job, bool(created), placed
 
     def get(self, job_id: str) -> Job | None:

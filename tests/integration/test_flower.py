@@ -43,6 +43,9 @@ def test_flower_shows_the_runs_workers_and_tasks_to_its_login_only(fleet, wait, 
                 and t.get("state") == "SUCCESS"}
 
     wait(lambda: len(submits()) >= len(ids), what="Flower saw every submit task succeed")
+    # the producer's task-sent event reached it too (the message is written by backbeat's own
+    # commands, workers/messages.py): each submit shows when it was sent
+    assert all(t.get("sent") for t in submits().values()), submits()
     tasks = get("/api/tasks")
     workers = get("/api/workers?refresh=1")
     assert tasks.status_code == workers.status_code == 200

@@ -3,7 +3,7 @@
 -- Call: EVALSHA sha 14 job idem events queued jobs outbox deadline params lanes parked queue
 --         lane lane_of lane_seq
 --         job_id has_idem fingerprint idem_ttl_ms maxlen deadline_ms params_json placement
---         f1 v1 ...
+--         message channel event f1 v1 ...
 -- KEYS[1] job       hash    the new job record
 -- KEYS[2] idem      string  "job_id|fingerprint" for this idempotency key (unused if has_idem 0)
 -- KEYS[3] events    stream  transition events (capped, approximate MAXLEN)
@@ -24,9 +24,15 @@
 --         "send": the job stays in the outbox until the caller confirms its message sent);
 --         else it is admitted to its producer's lane here (as admit.lua does; "lane"), and
 --         never enters the outbox
+-- ARGV[9..11] message, channel, event: the job's submit message as kombu writes it (for the
+--         front of the line: KEYS[11]) and its task-sent event (workers/messages.py), or "":
+--         a job to send is then LPUSHed here and its event PUBLISHed ("sent": no outbox entry,
+--         the message exists from the same step as the job); without them the reply says
+--         "send" and the caller sends it
 -- No history entry is written: "created" is the record's created_at (store.history shows it
 -- first), so a queued job costs no history list.
--- Returns {1, job_id, fingerprint, record, placed} when created (placed: "send" | "lane" | ""),
+-- Returns {1, job_id, fingerprint, record, placed} when created (placed: "sent" | "send" |
+-- "lane" | ""),
 -- {0, existing_job_id, existing_fingerprint, record, ""} when the idempotency key already
 -- names a job (the caller compares fingerprints: same -> same job, else 409); record = the
 -- job's hash (HGETALL, flat) with its params, empty when that job is gone: the caller needs
@@ -71,7 +77,7 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local fields = {'id', job_id, 'state', 'queued', 'fingerprint', fingerprint,
                 'created_at', now_ms, 'updated_at', now_ms, 'queued_at', now_ms,
                 'deadline_at', now_ms + deadline_ms, 'attempts', 0, 'failures', 0}
-for i = 9, #ARGV, 2 do
+for i = 12, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
 end
@@ -92,6 +98,10 @@ if target and (redis.call('SCARD', KEYS[9]) > 0 or redis.call('ZCARD', KEYS[10])
   redis.call('SADD', KEYS[9], producer)
   redis.call('HSET', KEYS[13], job_id, producer)
   placed = 'lane'
+elseif target and ARGV[9] ~= '' then
+  redis.call('LPUSH', KEYS[11], ARGV[9])  -- its message, at the front of the line
+  if ARGV[11] ~= '' then redis.call('PUBLISH', ARGV[10], ARGV[11]) end
+  placed = 'sent'
 else
   redis.call('ZADD', KEYS[6], now_ms, job_id)  -- until the caller confirms the message sent
   if target then placed = 'send' end

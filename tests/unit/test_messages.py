@@ -1,0 +1,99 @@
+"""A submit message written by backbeat (workers/messages.py) is the one Celery's ``send_task``
+writes, key for key, and so is its task-sent event: same broker list for each priority, same
+envelope, same headers, same event channel and fields; only the ids and clocks differ. Real
+Redis, real kombu: send_task writes beside us and both are read back."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+
+import pytest
+
+from backbeat.config.settings import Settings
+from backbeat.workers import jobs
+from backbeat.workers.dispatch import FRONT, NORMAL, celery_for, send_submit, submit_message
+from backbeat.workers.runtime import Runtime
+
+#: differ between any two messages (ids, tags, the Lamport clock, the time)
+VOLATILE = {"id", "root_id", "correlation_id", "delivery_tag", "uuid", "clock", "timestamp"}
+
+
+@pytest.fixture
+def rt(redis):
+    for key in redis.scan_iter("msg:*", count=1000):
+        redis.delete(key)
+    return Runtime(Settings.from_env({**os.environ, "BACKBEAT_KEY_PREFIX": "msg"}))
+
+
+def _shape(obj):
+    """``obj`` with volatile values blanked and base64 bodies decoded (recursively)."""
+    if isinstance(obj, dict):
+        out = {}
+        for key, value in obj.items():
+            if key == "body" and isinstance(value, str):
+                value = json.loads(base64.b64decode(value))
+            out[key] = "*" if key in VOLATILE else _shape(value)
+        return out
+    if isinstance(obj, list):
+        return [_shape(v) for v in obj]
+    return obj
+
+
+def _pop_one(rt, key: str) -> dict:
+    raw = rt.redis.rpop(key)
+    assert raw is not None, f"no message in {key!r}"
+    return json.loads(raw)
+
+
+@pytest.mark.parametrize("front", [True, False])
+def test_the_message_and_its_event_are_celerys_own(rt, front):
+    app = celery_for(rt.settings)
+    priority = FRONT if front else NORMAL
+    message = submit_message(rt.settings, "job-1", front=front)
+    assert message is not None
+    listener = rt.redis.pubsub(ignore_subscribe_messages=True)
+    listener.psubscribe("msg:celery:*")
+    listener.get_message(timeout=1.0)
+
+    app.send_task("backbeat.submit", args=["job-1"], queue="submit", priority=priority)
+    send_submit(rt.settings, "job-1", front=front)
+
+    index = 0 if front else 2  # kombu's priority steps 0, 3, 6, 9
+    key = rt.keys.submit_queues[index]
+    assert message.queue_key == key
+    theirs, ours = _pop_one(rt, key), _pop_one(rt, key)
+    assert rt.redis.llen(key) == 0
+    assert _shape(ours) == _shape(theirs)
+    assert ours["headers"]["id"] == ours["headers"]["root_id"] == ours["properties"][
+        "correlation_id"]
+    assert ours["headers"]["id"] != theirs["headers"]["id"]
+
+    events = []
+    deadline = time.monotonic() + 10
+    while len(events) < 2 and time.monotonic() < deadline:
+        got = listener.get_message(timeout=1.0)
+        if got:
+            events.append((got["channel"], json.loads(got["data"])))
+    listener.close()
+    assert len(events) == 2, events
+    (their_channel, their_event), (our_channel, our_event) = events
+    assert our_channel == their_channel == message.channel
+    assert _shape(our_event) == _shape(their_event)
+    fields = json.loads(base64.b64decode(our_event["body"]))
+    assert fields["type"] == "task-sent" and fields["uuid"] == ours["headers"]["id"]
+
+
+def test_a_new_job_and_its_message_are_written_in_one_step(rt):
+    job, created = jobs.enqueue(rt, {"type": "add-instrumental", "params": {
+        "uploadUrl": "https://example.com/a.mp3", "title": "t", "tags": "rock",
+        "negativeTags": "metal"}})
+    assert created
+    raw = rt.redis.lrange(rt.keys.submit_queue, 0, -1)
+    assert len(raw) == 1
+    body = json.loads(base64.b64decode(json.loads(raw[0])["body"]))
+    assert body[0] == [job.id]
+    # the message exists from the job's first step: no outbox entry to repair
+    assert rt.redis.zscore(rt.keys.outbox, job.id) is None
