@@ -1,12 +1,17 @@
 """Pipeline overhead: backbeat end to end against a bare Celery task that only POSTs.
 
 *backbeat*: the real web (gunicorn as the Procfile runs it) takes ``POST /v1/jobs``; one worker
-node (the Procfile's ``worker`` line, ``-c 2``) takes each job through ``store.get``, the
-limiter (acquire.lua), the claim (transition.lua), the provider call, report.lua and the
-``submitted`` transition. *bare*: tests/bench/pipeline_bare.py, one worker node with the same
-concurrency and the Celery settings that matter (late ack, prefetch 1, JSON, task events and
-sent events on), whose task only POSTs the same request to the same simulator and writes the
-answer's task id to Redis (one pipelined round trip); sent with ``.delay`` from this process.
+node (the Procfile's ``worker`` line, ``-c 2``) takes each job through the limiter and the job's
+read (one pipeline), the claim (transition.lua), the provider call and the ``submitted``
+transition. *bare*: tests/bench/pipeline_bare.py, one worker node with the same concurrency and
+the Celery settings that matter (late ack, prefetch 1, JSON, task events and sent events on),
+whose task only POSTs the same request to the same simulator and writes the answer's task id
+to Redis (one pipelined round trip).
+
+Four arms, two comparisons of the same work: HTTP enqueue (backbeat's web against the bare
+task's own HTTP front, ``pipeline_bare:web`` under the same gunicorn flags, which calls
+``.delay``: the goal's pair) and in-process enqueue (backbeat's ``Client.enqueue`` against
+``.delay``, both in this process).
 
 The simulator has no limit (10^9 per second), BACKBEAT_SUBMIT_RATE is as high, so neither the
 limiter nor the lanes ever bind; the simulator sends no callbacks and no beat runs (no polls:
@@ -14,16 +19,15 @@ the pipeline ends when the job's state is in Redis). Both fleets stay up the who
 arm runs beside the other's idle fleet). Producers: ENQUEUE_THREADS threads in this process,
 each job with an idempotency key (backbeat) or its own id (bare).
 
-Throughput: the arms alternate (A B A B A B), N jobs each; jobs/s = N / (first enqueue ->
-last state in Redis); ratio = median of the per-pair ratios. Idle latency: one job at a time,
-alternating arms, enqueue timestamp (``time.time()`` before the POST / ``.delay``) to the
-simulator ledger's arrival ``wall`` stamp (same host clock, loopback).
+Throughput: the four arms in turn, the order reversed every other round, N jobs each;
+jobs/s = N / (first enqueue -> last state in Redis); ratio = median of the per-round ratios.
+Idle latency: one job at a time, the arms in turn, enqueue timestamp (``time.time()`` before
+the call) to the simulator ledger's arrival ``wall`` stamp (same host clock, loopback).
 
 Profile (separate passes, never inside the timed pairs): Redis ``INFO commandstats`` deltas per
 job for each arm (over the timed runs; the bench's own completion polls subtracted), the
 ``SLOWLOG`` of one run per arm at threshold 0 (every top-level command with its µs; EVALSHA
-named by script), the enqueue call's cost (HTTP POST vs in-process ``Client.enqueue`` vs
-``.delay``), and py-spy samples of backbeat's two pool processes over one run (wall clock,
+named by script), and py-spy samples of backbeat's two pool processes over one run (wall clock,
 idle included), folded into the steps of a submit.
 """
 
@@ -49,12 +53,12 @@ from redis import Redis
 
 from backbeat.devstack.processes import Proc, free_port, venv_bin, wait_http, web_argv
 
-GOAL = ("end-to-end jobs/s >= 0.8x a bare Celery task that only POSTs (same workers); "
-        "idle enqueue -> provider-call latency p50/p99 reported against the bare task's")
+GOAL = ("end-to-end jobs/s, HTTP enqueue -> provider call -> state in Redis, >= 0.8x a bare "
+        "Celery task that only POSTs, enqueued through HTTP too (same workers, same web "
+        "flags); idle enqueue -> provider-call latency p50/p99 reported against the bare "
+        "task's")
 TARGET = 0.8
 PREFIX = "pl"
-#: the in-process Client.enqueue cost is measured under its own prefix (no worker consumes it)
-CLIENT_PREFIX = "plc"
 BARE_PREFIX = "bare"
 BARE_DB = 1
 WORKERS, CONCURRENCY = 1, 2
@@ -108,6 +112,13 @@ class Arms:
                     self.bare_env, self.run_dir)
                 self.procs.append(proc)
                 proc.wait_for_log("ready.", START_TIMEOUT_S)
+            self.bare_web_port = free_port()
+            self.bare_web_url = f"http://127.0.0.1:{self.bare_web_port}"
+            argv = web_argv(self.bare_web_port, workers=2)
+            argv[1] = "pipeline_bare:web"  # the same gunicorn flags, the bare HTTP front
+            self.procs.append(Proc.start("pipeline-bare-web", argv, self.bare_env,
+                                         self.run_dir))
+            wait_http(f"{self.bare_web_url}/jobs", START_TIMEOUT_S)
             os.environ.update({k: v for k, v in self.bare_env.items()
                                if k.startswith("PIPELINE_")})
             import pipeline_bare
@@ -117,6 +128,9 @@ class Arms:
             from backbeat.config.settings import Settings
             from backbeat.workers.signing import callback_url
             settings = Settings.from_env(self.env)
+            from backbeat.api.client import Client
+
+            self.client = Client(settings)
             self.callback_base = f"{settings.callback_base_url}/v1/callbacks/"
             self.sig = callback_url(settings, settings.secret, "x").split("?sig=")[1]
         except BaseException:
@@ -151,6 +165,25 @@ class Arms:
             raise RuntimeError(f"POST /v1/jobs answered {resp.status_code}: {resp.text[:300]}")
         return resp.json()["id"]
 
+    def post_bare(self, title: str) -> str:
+        """bare-http: POST /jobs to the bare HTTP front (gunicorn, ``post.delay``)."""
+        job_id = uuid.uuid4().hex
+        resp = self._session().post(f"{self.bare_web_url}/jobs", json={
+            "params": {**PARAMS, "title": title},
+            "callback_url": f"{self.callback_base}{job_id}?sig={self.sig}"}, timeout=30)
+        if resp.status_code != 202:
+            raise RuntimeError(f"bare POST /jobs answered {resp.status_code}: {resp.text[:300]}")
+        return resp.json()["id"]
+
+    def enqueue(self, title: str) -> str:
+        """backbeat-client: ``Client.enqueue`` in this process (the Python-import producer)."""
+        return self.client.enqueue("add-instrumental", {**PARAMS, "title": title},
+                                   idempotency_key=title)["id"]
+
+    def send(self, arm: str) -> Any:
+        return {"backbeat": self.post, "bare-http": self.post_bare,
+                "backbeat-client": self.enqueue, "bare": self.delay}[arm]
+
     def delay(self, title: str) -> str:
         """bare: ``post.delay`` with the same params and a callback URL of the same shape."""
         job_id = uuid.uuid4().hex
@@ -161,12 +194,12 @@ class Arms:
     # completion
 
     def done(self, arm: str) -> int:
-        if arm == "backbeat":
+        if arm.startswith("backbeat"):
             return int(self.redis.zcard(f"{PREFIX}:state:submitted"))
         return int(self.bare_redis.get(f"{BARE_PREFIX}:done") or 0)
 
     def is_done(self, arm: str, job_id: str) -> bool:
-        if arm == "backbeat":
+        if arm.startswith("backbeat"):
             return self.redis.hget(f"{PREFIX}:job:{job_id}", "state") == "submitted"
         return bool(self.bare_redis.exists(f"{BARE_PREFIX}:job:{job_id}"))
 
@@ -195,6 +228,8 @@ def _groups(arms: Arms) -> dict[str, list[int]]:
     assert arms.fleet is not None and arms.stack.sim is not None
     out = {"backbeat web (gunicorn)": tree(next(p for p in arms.procs if p.name == "pipeline-web")),
            "backbeat worker node": [x for p in arms.fleet.procs for x in tree(p)],
+           "bare web (gunicorn)": tree(next(p for p in arms.procs
+                                            if p.name == "pipeline-bare-web")),
            "bare worker node": [x for p in arms.procs if p.name.startswith("bare")
                                 for x in tree(p)],
            "redis-server": [arms.stack.redis_proc.popen.pid] if arms.stack.redis_proc else [],
@@ -214,7 +249,7 @@ def _cpu(arms: Arms) -> dict[str, float]:
 def _produce(arms: Arms, arm: str, n: int) -> tuple[list[threading.Thread], list, list]:
     """Start ENQUEUE_THREADS threads sending ``n`` jobs of ``arm``; (threads, errors, the
     perf_counter each thread finished at)."""
-    send = arms.post if arm == "backbeat" else arms.delay
+    send = arms.send(arm)
     titles = [arms.title(arm) for _ in range(n)]
     errors: list[BaseException] = []
     finished: list[float] = []
@@ -269,7 +304,7 @@ def _throughput(arms: Arms, arm: str, n: int) -> dict[str, float]:
 def _split(arms: Arms, arm: str, n: int) -> dict[str, float]:
     """Producer and workers apart: the arm's worker nodes stopped (SIGSTOP), N jobs enqueued
     (the producer alone), the nodes continued (SIGCONT) and timed draining the backlog."""
-    procs = (arms.fleet.procs if arm == "backbeat" and arms.fleet is not None
+    procs = (arms.fleet.procs if arm.startswith("backbeat") and arms.fleet is not None
              else [p for p in arms.procs if p.name.startswith("bare")])
     before = arms.done(arm)
     for proc in procs:
@@ -300,23 +335,17 @@ def _commandstats(redis: Redis) -> dict[str, tuple[int, int]]:
 
 
 def _idle(arms: Arms, count: int, log: Log) -> dict[str, Any]:
-    """One job at a time, arms alternating: enqueue stamp -> simulator arrival; enqueue call
-    cost (HTTP POST, .delay, and in-process Client.enqueue under CLIENT_PREFIX)."""
-    from backbeat.api.client import Client
-    from backbeat.config.settings import Settings
-
-    client = Client(Settings.from_env({**arms.env, "BACKBEAT_KEY_PREFIX": CLIENT_PREFIX}))
-    stamps: dict[str, dict[str, float]] = {"backbeat": {}, "bare": {}}
-    calls: dict[str, list[float]] = {"HTTP POST /v1/jobs": [], "Client.enqueue (in process)": [],
-                                     "bare .delay": []}
-    to_state: dict[str, list[float]] = {"backbeat": [], "bare": []}
+    """One job at a time, the arms in turn (the order reversed every other round): enqueue
+    stamp -> simulator arrival, the enqueue call's own cost, and enqueue -> state in Redis."""
+    stamps: dict[str, dict[str, float]] = {a: {} for a in ARMS}
+    calls: dict[str, list[float]] = {a: [] for a in ARMS}
+    to_state: dict[str, list[float]] = {a: [] for a in ARMS}
     for k in range(count):
-        for arm in (("backbeat", "bare") if k % 2 == 0 else ("bare", "backbeat")):
+        for arm in (ARMS if k % 2 == 0 else ARMS[::-1]):
             title = arms.title(arm)
             t0, p0 = time.time(), time.perf_counter()
-            job_id = arms.post(title) if arm == "backbeat" else arms.delay(title)
-            p1 = time.perf_counter()
-            calls["HTTP POST /v1/jobs" if arm == "backbeat" else "bare .delay"].append(p1 - p0)
+            job_id = arms.send(arm)(title)
+            calls[arm].append(time.perf_counter() - p0)
             stamps[arm][title] = t0
             deadline = time.monotonic() + 15
             while not arms.is_done(arm, job_id):
@@ -325,17 +354,12 @@ def _idle(arms: Arms, count: int, log: Log) -> dict[str, Any]:
                 time.sleep(0.001)
             to_state[arm].append(time.perf_counter() - p0)
             time.sleep(0.05)  # idle again: the pool process back waiting on the broker
-        title = f"plc-{k}"
-        p0 = time.perf_counter()
-        client.enqueue("add-instrumental", {**PARAMS, "title": title}, idempotency_key=title)
-        calls["Client.enqueue (in process)"].append(time.perf_counter() - p0)
     ledger = {c.get("title"): c for c in arms.stack.sim.calls()}
     latency: dict[str, list[float]] = {}
     for arm, by_title in stamps.items():
         latency[arm] = [(ledger[t]["wall"] - t0) for t, t0 in by_title.items() if t in ledger]
         if len(latency[arm]) < len(by_title):
             log(f"  {arm}: {len(by_title) - len(latency[arm])} idle jobs missing in the ledger")
-    arms.stack.clear_prefix(CLIENT_PREFIX)
     return {"latency": latency, "calls": calls, "to_state": to_state}
 
 
@@ -561,12 +585,24 @@ def run(stack: Stack, quick: bool, log: Log) -> Section:
             return _measure(arms, n, pairs, idle, run_dir, log)
     finally:
         stack.clear_prefix(PREFIX)
-        stack.clear_prefix(CLIENT_PREFIX)
         Redis(port=stack.redis_port, db=BARE_DB).flushdb()
         stack.sim.reset()
 
 
-ARMS = ("backbeat", "bare")
+#: backbeat through HTTP, the bare task behind the same gunicorn flags, backbeat's Python client
+#: in this process, the bare task's ``.delay`` in this process
+ARMS = ("backbeat", "bare-http", "backbeat-client", "bare")
+LABELS = {"backbeat": "backbeat, HTTP POST /v1/jobs",
+          "bare-http": "bare task, HTTP POST /jobs (`.delay` behind gunicorn)",
+          "backbeat-client": "backbeat, `Client.enqueue` in process",
+          "bare": "bare task, `.delay` in process"}
+#: the comparisons: backbeat's arm against the bare arm doing the same work; the first is the
+#: goal's (HTTP enqueue, as the issue names it)
+PAIRS = {"HTTP enqueue": ("backbeat", "bare-http"),
+         "in-process enqueue": ("backbeat-client", "bare")}
+GOAL_PAIR = "HTTP enqueue"
+#: the arms the Redis and py-spy profiles compare (the same Redis work as bare-http's)
+PROFILED = ("backbeat", "bare")
 METRICS = {"e2e": "end to end (enqueue while the workers run)",
            "enqueue": "producer alone (workers stopped), enqueues/s",
            "drain": "workers alone (draining N pre-queued), jobs/s"}
@@ -586,31 +622,31 @@ def _measure(arms: Arms, n: int, pairs: int, idle: int, run_dir: Path, log: Log)
             for cmd, (calls, us) in _commandstats(arms.redis).items():
                 stats[arm][cmd] += calls
                 usec[arm][cmd] += us
-            stats[arm]["zcard" if arm == "backbeat" else "get"] -= int(res["polls"])
+            stats[arm]["zcard" if arm.startswith("backbeat") else "get"] -= int(res["polls"])
             cpu[arm].update(res["cpu"])
             split = _split(arms, arm, n)
             rates["e2e"][arm].append(res["rate"])
             rates["enqueue"][arm].append(split["enqueue_rate"])
             rates["drain"][arm].append(split["drain_rate"])
-            log(f"  pair {p + 1} {arm:8s} end to end {res['rate']:6.1f} jobs/s "
+            log(f"  round {p + 1} {arm:15s} end to end {res['rate']:6.1f} jobs/s "
                 f"({n} in {res['seconds']:.2f} s) | producer alone "
                 f"{split['enqueue_rate']:6.1f}/s | workers alone {split['drain_rate']:6.1f} jobs/s")
-    ratios = {m: [b / a for b, a in zip(v["backbeat"], v["bare"], strict=True)]
-              for m, v in rates.items()}
-    for m, r in ratios.items():
-        log(f"ratio backbeat/bare {m}: {statistics.median(r):.3f}x "
-            f"(pairs {', '.join(f'{x:.3f}' for x in r)})")
+    ratios = {(pair, m): [b / a for b, a in zip(v[ours], v[theirs], strict=True)]
+              for pair, (ours, theirs) in PAIRS.items() for m, v in rates.items()}
+    for (pair, m), r in ratios.items():
+        log(f"ratio {pair} {m}: {statistics.median(r):.3f}x "
+            f"(rounds {', '.join(f'{x:.3f}' for x in r)})")
 
     log(f"idle latency: {idle} jobs per arm, one at a time")
     lat = _idle(arms, idle, log)
     for arm in ARMS:
         v = lat["latency"][arm]
-        log(f"  {arm:8s} enqueue -> provider call p50 {_pct(v, 0.5) * 1000:.1f} ms, "
+        log(f"  {arm:15s} enqueue -> provider call p50 {_pct(v, 0.5) * 1000:.1f} ms, "
             f"p99 {_pct(v, 0.99) * 1000:.1f} ms (n={len(v)})")
     log("profile: slow log at 0 us, one run per arm")
-    slow = {arm: _slowlog_pass(arms, arm, n) for arm in ARMS}
+    slow = {arm: _slowlog_pass(arms, arm, n) for arm in PROFILED}
     log("profile: py-spy, one run per arm")
-    spy = {arm: _pyspy(arms, arm, n, run_dir, log) for arm in ARMS}
+    spy = {arm: _pyspy(arms, arm, n, run_dir, log) for arm in PROFILED}
     return _section(n, pairs, rates, ratios, lat, stats, usec, slow, spy, cpu, log)
 
 
@@ -621,40 +657,46 @@ def _ms(samples: int, n: int) -> float:
 def _section(n: int, pairs: int, rates: dict, ratios: dict, lat: dict, stats: dict,
              usec: dict, slow: dict, spy: dict, cpu: dict, log: Log) -> Section:
     jobs = n * pairs
-    comps = sorted(set(cpu["backbeat"]) | set(cpu["bare"]),
-                   key=lambda c: -(cpu["backbeat"][c] - cpu["bare"][c]))
-    urows = [[c, f"{cpu['backbeat'][c] / jobs * 1000:.2f}", f"{cpu['bare'][c] / jobs * 1000:.2f}",
-              f"{(cpu['backbeat'][c] - cpu['bare'][c]) / jobs * 1000:+.2f}"] for c in comps]
     cpu_tot = {a: sum(cpu[a].values()) / jobs * 1000 for a in ARMS}
-    cpu_ratio = cpu_tot["bare"] / cpu_tot["backbeat"]
-    urows.append(["**all**", f"**{cpu_tot['backbeat']:.2f}**", f"**{cpu_tot['bare']:.2f}**",
-                  f"{cpu_tot['backbeat'] - cpu_tot['bare']:+.2f}"])
+    comps = sorted(set().union(*(cpu[a] for a in ARMS)),
+                   key=lambda c: -(cpu["backbeat"][c] - cpu["bare"][c]))
+    urows = [[c, *(f"{cpu[a][c] / jobs * 1000:.2f}" for a in ARMS)] for c in comps]
+    urows.append(["**all**", *(f"**{cpu_tot[a]:.2f}**" for a in ARMS)])
+    cpu_ratio = {pair: cpu_tot[theirs] / cpu_tot[ours] for pair, (ours, theirs) in PAIRS.items()}
     for row in urows:
-        log(f"  cpu {row[0]:34s} backbeat {row[1]:>7s} ms/job | bare {row[2]:>7s} | {row[3]}")
-    log(f"CPU per job bare/backbeat = {cpu_ratio:.3f}x (the jobs/s ratio of a CPU-bound box)")
-    cputab = table(["CPU per job (utime+stime over the end-to-end runs)", "backbeat ms/job",
-                    "bare ms/job", "difference"], urows)
+        log("  cpu ms/job " + " | ".join(str(c) for c in row))
+    for pair, r in cpu_ratio.items():
+        log(f"CPU per job, {pair}: bare/backbeat = {r:.3f}x")
+    cputab = table(["CPU per job, ms (utime+stime over the end-to-end runs)",
+                    *(LABELS[a] for a in ARMS)], urows)
     med = {m: {a: statistics.median(v[a]) for a in ARMS} for m, v in rates.items()}
-    ratio = statistics.median(ratios["e2e"])
-    trows = [[label, f"{med[m]['backbeat']:.1f}", f"{med[m]['bare']:.1f}",
-              f"**{statistics.median(ratios[m]):.2f}x**",
-              ", ".join(f"{x:.2f}" for x in ratios[m])] for m, label in METRICS.items()]
-    throughput = table(["jobs/s (median of the runs)", "backbeat", "bare Celery task",
-                        "backbeat / bare (median of per-pair ratios)", "per-pair ratios"],
+    ratio = statistics.median(ratios[(GOAL_PAIR, "e2e")])
+    trows = []
+    for pair, (ours, theirs) in PAIRS.items():
+        for m, label in METRICS.items():
+            r = ratios[(pair, m)]
+            trows.append([f"{pair}: {label}", f"{med[m][ours]:.1f}", f"{med[m][theirs]:.1f}",
+                          f"**{statistics.median(r):.2f}x**", ", ".join(f"{x:.2f}" for x in r)])
+    throughput = table(["jobs/s (median of the rounds)", "backbeat", "bare Celery task",
+                        "backbeat / bare (median of per-round ratios)", "per-round ratios"],
                        trows)
     lrows = []
     for arm in ARMS:
-        v, s = lat["latency"][arm], lat["to_state"][arm]
-        lrows.append([arm, f"{_pct(v, 0.5) * 1000:.1f}", f"{_pct(v, 0.99) * 1000:.1f}",
-                      f"{_pct(s, 0.5) * 1000:.1f}", f"{_pct(s, 0.99) * 1000:.1f}", len(v)])
-    bl, ba = lat["latency"]["backbeat"], lat["latency"]["bare"]
-    lat_ratio = (_pct(bl, 0.5) / _pct(ba, 0.5), _pct(bl, 0.99) / _pct(ba, 0.99))
-    lrows.append(["backbeat / bare", f"{lat_ratio[0]:.2f}x", f"{lat_ratio[1]:.2f}x", "", "", ""])
+        v, st = lat["latency"][arm], lat["to_state"][arm]
+        c = lat["calls"][arm]
+        lrows.append([LABELS[arm], f"{_pct(v, 0.5) * 1000:.1f}", f"{_pct(v, 0.99) * 1000:.1f}",
+                      f"{_pct(st, 0.5) * 1000:.1f}", f"{_pct(st, 0.99) * 1000:.1f}",
+                      f"{statistics.median(c) * 1e6:,.0f}", f"{_pct(c, 0.99) * 1e6:,.0f}",
+                      len(v)])
+    lat_ratio = {}
+    for pair, (ours, theirs) in PAIRS.items():
+        bl, ba = lat["latency"][ours], lat["latency"][theirs]
+        lat_ratio[pair] = (_pct(bl, 0.5) / _pct(ba, 0.5), _pct(bl, 0.99) / _pct(ba, 0.99))
+        lrows.append([f"backbeat / bare, {pair}", f"{lat_ratio[pair][0]:.2f}x",
+                      f"{lat_ratio[pair][1]:.2f}x", "", "", "", "", ""])
     latency = table(["idle, one job at a time", "enqueue -> provider call p50 ms", "p99 ms",
-                     "enqueue -> state in Redis p50 ms", "p99 ms", "jobs"], lrows)
-    crows = [[name, f"{statistics.median(v) * 1e6:,.0f}", f"{_pct(v, 0.99) * 1e6:,.0f}"]
-             for name, v in lat["calls"].items()]
-    calls = table(["enqueue call (one at a time, idle)", "p50 us", "p99 us"], crows)
+                     "enqueue -> state in Redis p50 ms", "p99 ms", "enqueue call p50 us",
+                     "p99 us", "jobs"], lrows)
 
     cmds = sorted(set(stats["backbeat"]) | set(stats["bare"]),
                   key=lambda c: -(usec["backbeat"][c] + usec["bare"][c]))
@@ -668,7 +710,7 @@ def _section(n: int, pairs: int, rates: dict, ratios: dict, lat: dict, stats: di
     cstats = table(["command (INFO commandstats, timed runs)", "backbeat calls/job",
                     "backbeat us/job", "bare calls/job", "bare us/job"], srows)
 
-    tops = {arm: slow[arm]["top"] for arm in ARMS}
+    tops = {arm: slow[arm]["top"] for arm in PROFILED}
     names = sorted(set(tops["backbeat"]) | set(tops["bare"]),
                    key=lambda c: -(tops["backbeat"].get(c, (0, 0))[1]))
     rows2 = []
@@ -684,7 +726,7 @@ def _section(n: int, pairs: int, rates: dict, ratios: dict, lat: dict, stats: di
                       f"{b[1] / b[0]:.1f}" if b[0] else "-", f"{a[0] / n:.2f}",
                       f"{a[1] / n:.1f}", inside])
     top = {arm: (sum(v[0] for v in tops[arm].values()) / n,
-                 sum(v[1] for v in tops[arm].values()) / n) for arm in ARMS}
+                 sum(v[1] for v in tops[arm].values()) / n) for arm in PROFILED}
     rows2.append(["**all top-level**", f"{top['backbeat'][0]:.2f}", f"{top['backbeat'][1]:.1f}",
                   "", f"{top['bare'][0]:.2f}", f"{top['bare'][1]:.1f}", ""])
     for row in rows2:
@@ -737,38 +779,50 @@ def _section(n: int, pairs: int, rates: dict, ratios: dict, lat: dict, stats: di
             "transition counts as logging). ms per job = samples / "
             "rate / jobs, summed over a column's processes.")
     met = ratio >= TARGET
-    summary = (f"end to end backbeat {med['e2e']['backbeat']:.1f} jobs/s vs bare "
-               f"{med['e2e']['bare']:.1f}: **{ratio:.2f}x**; producer alone "
-               f"{statistics.median(ratios['enqueue']):.2f}x, workers alone "
-               f"{statistics.median(ratios['drain']):.2f}x; idle enqueue -> provider call "
-               f"p50 {lat_ratio[0]:.2f}x, p99 {lat_ratio[1]:.2f}x the bare task's")
+    parts = []
+    for pair, (ours, theirs) in PAIRS.items():
+        parts.append(
+            f"{pair}: end to end backbeat {med['e2e'][ours]:.1f} jobs/s vs bare "
+            f"{med['e2e'][theirs]:.1f}: **{statistics.median(ratios[(pair, 'e2e')]):.2f}x** "
+            f"(CPU per job {cpu_ratio[pair]:.2f}x); producer alone "
+            f"{statistics.median(ratios[(pair, 'enqueue')]):.2f}x, workers alone "
+            f"{statistics.median(ratios[(pair, 'drain')]):.2f}x; idle enqueue -> provider "
+            f"call p50 {lat_ratio[pair][0]:.2f}x, p99 {lat_ratio[pair][1]:.2f}x")
+    summary = "\n- ".join(parts)
     log(summary.replace("**", ""))
     body = "\n".join([
-        throughput, "", latency, "", calls, "",
+        throughput, "", latency, "",
         f"- {summary}",
-        f"- CPU per job, all processes of the run: backbeat {cpu_tot['backbeat']:.2f} ms, "
-        f"bare {cpu_tot['bare']:.2f} ms: **{cpu_ratio:.2f}x**, the throughput ratio of a "
-        "CPU-bound machine, much steadier than jobs/s on a shared one (table below).",
-        f"- goal ({GOAL}): **{'met' if met else 'MISSED'}**",
-        f"- {WORKERS} worker node `-c {CONCURRENCY}` per arm (backbeat: the Procfile's worker "
-        "line, all four queues; bare: the same flags, one queue); web: gunicorn, 2 processes "
-        "x 8 threads (the Procfile's web line); producers: "
-        f"{ENQUEUE_THREADS} threads in the bench process (HTTP for backbeat, `.delay` for "
-        "bare); simulator unlimited, no callbacks, no beat; job = `add-instrumental` with an "
-        f"Idempotency-Key; {pairs} pairs of {n} jobs, the order alternating.",
+        f"- goal ({GOAL}), measured on the {GOAL_PAIR} pair (each side enqueues through HTTP, "
+        f"as the goal names it): **{'met' if met else 'MISSED'}**; the in-process pair is "
+        "shown beside it (backbeat's Python client against `.delay`).",
+        "- CPU per job, all processes of the run, is the throughput ratio of a CPU-bound "
+        "machine and much steadier than jobs/s on a shared one (table below).",
+        f"- {WORKERS} worker node `-c {CONCURRENCY}` per worker fleet (backbeat: the "
+        "Procfile's worker line, all four queues; bare: the same flags, one queue); webs: "
+        "gunicorn, 2 processes x 8 threads (the Procfile's web line) for backbeat's "
+        "`create_app()` and for the bare front (`tests/bench/pipeline_bare.py`: a Flask route "
+        "that calls `.delay`, no field checks, no auth); producers: "
+        f"{ENQUEUE_THREADS} threads in the bench process; simulator unlimited, no callbacks, "
+        "no beat; job = `add-instrumental`, with an Idempotency-Key for backbeat; "
+        f"{pairs} rounds of {n} jobs per arm, the order of the four arms reversed every other "
+        "round.",
         "- end to end = N / (first enqueue -> last job's state in Redis) with the workers "
         "running; producer alone = N / enqueue time with the arm's worker node stopped "
         "(SIGSTOP); workers alone = N / time to drain those N once it continues (SIGCONT).",
-        "- idle latency: `time.time()` before the POST / `.delay` to the simulator's `wall` "
-        "stamp of the call; to state in Redis: until this process sees the state (1 ms polls).",
+        "- idle latency: `time.time()` before the enqueue call to the simulator's `wall` "
+        "stamp of the call; to state in Redis: until this process sees the state (1 ms polls); "
+        "enqueue call: the producer's call alone.",
         "",
         cputab, "",
         "- each component's processes (main and children) read from /proc before and after "
-        "each end-to-end run; the idle arm's processes count in the running arm's rows too "
-        "(its idle cost); the bench process is both arms' producer (HTTP client or `.delay`) "
-        "and poller.",
+        "each end-to-end run; the idle fleets' processes count in the running arm's column too "
+        "(their idle cost); the bench process is every arm's producer (HTTP client, "
+        "`Client.enqueue` or `.delay`) and poller.",
         "",
-        "Redis per job (INFO commandstats over the end-to-end runs, this process's completion "
+        f"The profiles below compare {PROFILED[0]} ({LABELS[PROFILED[0]]}) with {PROFILED[1]} "
+        f"({LABELS[PROFILED[1]]}). Redis per job (INFO commandstats over the end-to-end runs, "
+        "this process's completion "
         "polls subtracted; commands inside scripts count under their own names too, and in "
         "the EVALSHA's us):",
         "",

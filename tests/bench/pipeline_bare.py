@@ -7,15 +7,23 @@ tests/bench on PYTHONPATH); the bench sends with ``post.delay(...)``. The Celery
 matter are backbeat's (config/celery.py): JSON, late ack, reject on worker lost, prefetch 1,
 results ignored, task events and sent events on. Environment: PIPELINE_BROKER_URL (its own
 Redis db), PIPELINE_SIM_URL, PIPELINE_API_KEY, PIPELINE_KEY_PREFIX (where answers go).
+
+``web``: the HTTP front a user of plain Celery would put before it for producers in other
+services, run by gunicorn with the Procfile's web flags: ``POST /jobs`` with
+``{"params": {...}, "callback_url": "..."}`` answers 202 ``{"id": ...}`` after ``post.delay``
+(a body that is not such an object: 400). It validates nothing more (backbeat's web checks
+every field and the producer's token): the bare peer is given the cheaper front.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from typing import Any
 
 import requests
 from celery import Celery, signals
+from flask import Flask, jsonify, request
 from redis import Redis
 
 QUEUE = "bare"
@@ -72,3 +80,16 @@ def post(job_id: str, params: dict[str, Any], callback_url: str) -> str:
     pipe.incr(f"{prefix}:done")
     pipe.execute()
     return task_id
+
+
+web = Flask("pipeline_bare")
+
+
+@web.post("/jobs")
+def create() -> Any:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict) or not isinstance(data.get("params"), dict):
+        return jsonify(error="a JSON object with params (an object) is required"), 400
+    job_id = uuid.uuid4().hex
+    post.delay(job_id, data["params"], str(data.get("callback_url") or ""))
+    return jsonify(id=job_id), 202
