@@ -59,15 +59,26 @@ def submit_message(settings: Settings, job_id: str, front: bool = False) -> Mess
 
 def send_submit(settings: Settings, job_id: str, front: bool = False) -> None:
     """Queue one ``backbeat.submit`` message for ``job_id``, at the back of the line, or with
-    ``front`` ahead of every new job: the message and its task-sent event in one round trip
-    (workers/messages.py), else by Celery's ``send_task`` (by name: no task import needed)."""
-    message = submit_message(settings, job_id, front)
-    if message is None:
-        celery_for(settings).send_task("backbeat.submit", args=[job_id], queue="submit",
-                                       priority=FRONT if front else NORMAL)
+    ``front`` ahead of every new job (send_submits)."""
+    send_submits(settings, [job_id], front)
+
+
+def send_submits(settings: Settings, job_ids: list[str], front: bool = False) -> None:
+    """Queue a ``backbeat.submit`` message for each of ``job_ids``: every message and its
+    task-sent event in one pipelined round trip (workers/messages.py), else one Celery
+    ``send_task`` each (by name: no task import needed)."""
+    if not job_ids:
+        return
+    app = celery_for(settings)
+    composer = composer_for(app, settings.broker_url)
+    priority = FRONT if front else NORMAL
+    if composer is None:
+        for job_id in job_ids:
+            app.send_task("backbeat.submit", args=[job_id], queue="submit", priority=priority)
         return
     pipe = client(settings.broker_url).pipeline(transaction=False)
-    message.push_on(pipe)
+    for job_id in job_ids:
+        composer.compose(job_id, priority).push_on(pipe)
     pipe.execute()
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..config.producers import DEFAULT
 from . import scripts
-from .dispatch import send_submit, wake_lease_ms
+from .dispatch import send_submit, send_submits, wake_lease_ms
 from .errors import BudgetExceeded
 from .runtime import Runtime
 
@@ -104,8 +104,7 @@ def dispatch(rt: Runtime, budget: int, lease_ms: int) -> int:
     ids = scripts.register(rt.redis, "dispatch")(
         keys=[k.lanes, k.lane_of, k.parked, k.drr],
         args=[budget, lease_ms, k.lane_prefix, k.job_prefix, weights_arg(rt)])
-    for job_id in ids:
-        send_submit(rt.settings, job_id, front=True)
+    send_submits(rt.settings, ids, front=True)
     return len(ids)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from redis.exceptions import LockError
 
 from . import lanes
-from .dispatch import send_submit, wake_lease_ms
+from .dispatch import send_submits, wake_lease_ms
 from .runtime import Runtime
 
 #: longest one pump holds the fleet-wide pump lease (``{prefix}:pump-lease``), in seconds: it is
@@ -47,8 +47,7 @@ def wake(rt: Runtime, budget: int) -> int:
     if budget <= 0:
         return 0
     ids = rt.store.claim_due(rt.keys.parked, budget, wake_lease_ms(rt.settings))
-    for job_id in ids:
-        send_submit(rt.settings, job_id, front=True)
+    send_submits(rt.settings, ids, front=True)
     return len(ids)
 
 

@@ -193,17 +193,19 @@ def parked(rt: Runtime, count: int, tag: str) -> list[str]:
 
 @pytest.fixture
 def slow_broker(monkeypatch) -> Callable[[Any], None]:
-    """``slow_broker(module)``: that module's ``send_submit`` takes 10 ms more per message
-    (a busy broker), so one cycle's sends last seconds."""
+    """``slow_broker(module)``: that module's ``send_submit`` (one message) or ``send_submits``
+    (a list, one round trip) takes 10 ms more per message (a busy broker), so one cycle's
+    sends last seconds."""
 
     def slow(module: Any) -> None:
-        send = module.send_submit
+        name = "send_submits" if hasattr(module, "send_submits") else "send_submit"
+        send = getattr(module, name)
 
-        def slow_send(*args: Any, **kwargs: Any) -> None:
-            time.sleep(0.01)
-            send(*args, **kwargs)
+        def slow_send(settings: Any, ids: Any, *args: Any, **kwargs: Any) -> None:
+            time.sleep(0.01 * (len(ids) if name == "send_submits" else 1))
+            send(settings, ids, *args, **kwargs)
 
-        monkeypatch.setattr(module, "send_submit", slow_send)
+        monkeypatch.setattr(module, name, slow_send)
 
     return slow
 

@@ -132,3 +132,24 @@ def test_half_written_answer_after_send(method, outcome):
               else client.record_info("abc"))
     server.close()
     assert answer.outcome is outcome
+
+
+def test_environment_is_read_once_proxies_honoured_netrc_ignored(sim, tmp_path, monkeypatch):
+    """The proxy for the provider's URL comes from the environment at construction (NO_PROXY
+    honoured); a ~/.netrc entry for the provider's host never replaces the bearer key (the
+    simulator answers 401 to any other credential)."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "")
+    client = make_client("https://provider.example")
+    assert client.session.proxies.get("https") == "http://proxy.example:3128"
+    monkeypatch.setenv("NO_PROXY", "provider.example")
+    assert make_client("https://provider.example").session.proxies == {}
+
+    monkeypatch.delenv("HTTPS_PROXY")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password not-the-key\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    answer = make_client(sim.url).create("add-instrumental", PARAMS, CALLBACK)
+    assert answer.outcome is Outcome.ACCEPTED, answer
