@@ -6,7 +6,7 @@ from celery import Celery
 
 from ..config.celery import celery_config
 from ..config.settings import Settings, get_settings
-from .messages import Message, composer_for
+from .messages import Message, composer_for, has_publish_hooks
 from .redis_conn import client
 
 _apps: dict[tuple[str, str], Celery] = {}
@@ -57,6 +57,15 @@ def submit_message(settings: Settings, job_id: str, front: bool = False) -> Mess
     return composer.compose(job_id, FRONT if front else NORMAL)
 
 
+def message_for_create(settings: Settings, job_id: str) -> Message | None:
+    """A new job's message for create_job.lua to write with the job (front of the line), or
+    None: a Sentinel broker, or a receiver of Celery's publish signals in this process (the
+    signals fire only for a message that is published: the job's is then sent after it)."""
+    if has_publish_hooks():
+        return None
+    return submit_message(settings, job_id, front=True)
+
+
 def send_submit(settings: Settings, job_id: str, front: bool = False) -> None:
     """Queue one ``backbeat.submit`` message for ``job_id``, at the back of the line, or with
     ``front`` ahead of every new job (send_submits)."""
@@ -77,9 +86,12 @@ def send_submits(settings: Settings, job_ids: list[str], front: bool = False) ->
             app.send_task("backbeat.submit", args=[job_id], queue="submit", priority=priority)
         return
     pipe = client(settings.broker_url).pipeline(transaction=False)
-    for job_id in job_ids:
-        composer.compose(job_id, priority).push_on(pipe)
+    messages = [composer.compose(job_id, priority) for job_id in job_ids]
+    for message in messages:
+        message.push_on(pipe)
     pipe.execute()
+    for message in messages:
+        message.published()
 
 
 def restore_message(settings: Settings, tag: str) -> None:

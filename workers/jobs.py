@@ -9,7 +9,7 @@ import marshmallow
 
 from ..config.producers import DEFAULT
 from . import lanes
-from .dispatch import send_submit, submit_message
+from .dispatch import message_for_create, send_submit
 from .errors import InvalidTransition, JobNotFound, QuotaExceeded, ValidationError
 from .job import iso_ms
 from .runtime import Runtime
@@ -55,7 +55,7 @@ def enqueue(rt: Runtime, request: dict[str, Any], producer: str = DEFAULT
         # the broker in this Redis: the new job is placed (lane or send) in the same step
         target = lanes.target(rt) if rt.broker_redis is rt.redis else None
         # ... and sent in that step when its message can be written as Redis commands
-        message = (submit_message(s, job_id, front=True) if target is not None else None)
+        message = message_for_create(s, job_id) if target is not None else None
         if message is not None and message.queue_key != rt.keys.submit_queue:
             message = None
         job, created, placed = rt.store.create_placed(

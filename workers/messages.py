@@ -12,7 +12,11 @@ prefix, priority separator, fanout prefix with the db). The two commands then ri
 pipeline of the caller's or inside create_job.lua (a new job and its message in one step).
 
 Used only where kombu's Redis transport is the broker (``redis://``, ``rediss://``,
-``unix://``): a Sentinel broker keeps Celery's ``send_task``.
+``unix://``): a Sentinel broker keeps Celery's ``send_task``. Celery's publish signals fire as
+``send_task`` fires them: ``before_task_publish`` with the headers and body while a receiver
+may still change them, ``after_task_publish`` once the message is written (:meth:`Message.
+published`); with a receiver connected, a new job's message is not written by create_job.lua
+(it might not be published at all), but sent after it (``has_publish_hooks``).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
 from redis import Redis
@@ -48,15 +52,29 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
+def has_publish_hooks() -> bool:
+    """True when this process has a receiver of Celery's publish signals."""
+    return bool(signals.before_task_publish.receivers or signals.after_task_publish.receivers)
+
+
 @dataclass(frozen=True)
 class Message:
     """One submit message: LPUSH ``body`` onto ``queue_key``; PUBLISH ``event`` on ``channel``
-    (empty when sent events are off)."""
+    (empty when sent events are off). ``hook``: (task body, headers) for after_task_publish
+    when a receiver was connected as it was composed."""
 
     queue_key: str
     body: str
     channel: str
     event: str
+    hook: tuple[Any, dict[str, Any]] | None = None
+
+    def published(self) -> None:
+        """Written: Celery's ``after_task_publish`` for its receivers, as send_task sends it."""
+        if self.hook is not None and signals.after_task_publish.receivers:
+            body, headers = self.hook
+            signals.after_task_publish.send(sender=TASK, body=body, headers=headers,
+                                            exchange="", routing_key=QUEUE)
 
     def push_on(self, pipe: Pipeline | Redis) -> None:
         pipe.lpush(self.queue_key, self.body)
@@ -103,16 +121,21 @@ class SubmitMessages:
             "ignore_result": None, "replaced_task_nesting": 0, "stamped_headers": None,
             "stamps": {},
         }
-        body = [[job_id], {}, {"callbacks": None, "errbacks": None, "chain": None,
-                                "chord": None}]
+        body = ([job_id], {}, {"callbacks": None, "errbacks": None, "chain": None,
+                                "chord": None})
+        properties = {"correlation_id": task_id, "reply_to": self.app.thread_oid}
+        hooked = has_publish_hooks()
+        if hooked and signals.before_task_publish.receivers:
+            signals.before_task_publish.send(
+                sender=TASK, body=body, exchange="", routing_key=QUEUE, declare=[],
+                headers=headers, properties=properties, retry_policy=None)
         envelope = {
             "body": _b64(_dumps(body)),
             "content-encoding": "utf-8",
             "content-type": "application/json",
             "headers": headers,
             "properties": {
-                "correlation_id": task_id,
-                "reply_to": self.app.thread_oid,
+                **properties,
                 "delivery_mode": 2,
                 "delivery_info": {"exchange": "", "routing_key": QUEUE},
                 "priority": priority,
@@ -143,7 +166,8 @@ class SubmitMessages:
                     "delivery_tag": str(uuid.uuid4()),
                 },
             })
-        return Message(self.queue_key(priority), _dumps(envelope), self.events_channel, event)
+        return Message(self.queue_key(priority), _dumps(envelope), self.events_channel, event,
+                       (body, headers) if hooked else None)
 
 
 _composers: dict[int, SubmitMessages] = {}

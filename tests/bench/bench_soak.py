@@ -64,6 +64,8 @@ from backbeat.devstack.processes import (
     worker_argv,
 )
 from backbeat.workers.errors import Conflict
+from backbeat.workers.redis_conn import server_ms
+from backbeat.workers.runtime import Runtime
 from backbeat.workers.states import TERMINAL
 
 sys.path.insert(0, str(ROOT / "tests" / "chaos"))
@@ -84,6 +86,8 @@ FAULTS = ("throttle", "maintenance", "5xx", "timeouts", "drops", "lost callbacks
 CLEAN = {"rate_limit": RULE[0], "maintenance": False, "server_error_rate": 0.0,
          "accept_timeout_rate": 0.0, "drop_rate": 0.0, "callback_loss_rate": 0.05}
 READ_TIMEOUT_S = 5
+#: seconds after a kill when the submit grants still unanswered are counted
+STUCK_AFTER_S = 3.0
 EPISODE = {
     "throttle": {"rate_limit": RULE[0] // 2},
     "maintenance": {"maintenance": True},
@@ -172,6 +176,13 @@ class Soak:
         self.idem_mismatch: list[str] = []
         self.episodes: list[tuple[str, float, float]] = []  # (fault, start, end) monotonic
         self.kills: list[float] = []
+        #: per kill: the submit bucket's grants still unanswered STUCK_AFTER_S after it (the
+        #: killed node's calls: live nodes' calls are answered in ms, and no fault episode
+        #: runs then), each counting against the rule until its flight bound
+        self.stuck: dict[float, int | None] = {}
+        #: per kill: the submit bucket's effective limit then (AIMD after a throttle; 0 while
+        #: the breaker or a pause holds it)
+        self.limit_at_kill: dict[float, int | None] = {}
         self.redis_kill: float | None = None
         self.redis_back: float | None = None
         self.control: float | None = None
@@ -365,6 +376,7 @@ class Soak:
             old.signal(signal.SIGKILL)  # the node and its pool processes
             self.kills.append(time.monotonic())
             self.burst()
+            threading.Timer(STUCK_AFTER_S, self.count_stuck, args=(self.kills[-1],)).start()
             old.popen.wait(10)
             fresh = Proc.start(f"worker{slot}-{n}", worker_argv(f"{PREFIX}{slot}r{n}",
                                                                 CONCURRENCY),
@@ -373,6 +385,17 @@ class Soak:
             fresh.wait_for_log("ready.", START_TIMEOUT_S)
             self.log(f"  t={self.kills[-1] - self.t0:5.1f} s  SIGKILL node {old.name}; "
                      f"{fresh.name} ready {time.monotonic() - self.kills[-1]:.1f} s later")
+
+    def count_stuck(self, kill: float) -> None:
+        try:
+            rt = Runtime(Settings.from_env(self.env))
+            now_ms = server_ms(rt.redis)
+            bucket = rt.primary.submit
+            self.stuck[kill] = int(rt.redis.zcount(bucket.log_key, f"({now_ms}", "+inf"))
+            gate = bucket.gate(now_ms)
+            self.limit_at_kill[kill] = 0 if gate.closed else int(gate.effective_limit)
+        except Exception:  # noqa: BLE001 - Redis restarting: not counted
+            self.stuck[kill] = self.limit_at_kill[kill] = None
 
     def burst(self) -> None:
         """A batch producer drops 2N jobs at once (in its own thread): a backlog the fleet
@@ -633,7 +656,8 @@ def recoveries(soak: Soak, calls: list[dict]) -> list[dict[str, Any]]:
         before = [(at - end, fault) for fault, _, end in soak.episodes
                   if end <= at and fault in ("throttle", "maintenance", "5xx")]
         ago, fault = min(before) if before else (float("inf"), "")
-        out.append({"what": what, "t": round(at - soak.t0, 1),
+        out.append({"what": what, "t": round(at - soak.t0, 1), "stuck": soak.stuck.get(at),
+                    "limit": soak.limit_at_kill.get(at),
                     "recovered_s": None if back is None else round(back, 1),
                     "after": f"{fault} ended {ago:.0f} s before" if ago < 30 else ""})
     return out
@@ -753,9 +777,15 @@ def run(stack: Stack, quick: bool, log: Log) -> Section:
     recov = r["recoveries"]
 
     def secs(what: str) -> str:
-        return ", ".join((f"{x['recovered_s']:.1f}" if x["recovered_s"] is not None
-                          else "not within 90 s") + (f" ({x['after']})" if x["after"] else "")
-                         for x in recov if x["what"] == what) or "-"
+        def one(x: dict[str, Any]) -> str:
+            notes = [x["after"]] if x["after"] else []
+            if x.get("stuck"):
+                notes.append(f"{x['stuck']} unanswered grant{'s' * (x['stuck'] > 1)}")
+            if x.get("limit") is not None and x["limit"] < RULE[0]:
+                notes.append(f"effective limit {x['limit']} of {RULE[0]}")
+            return ((f"{x['recovered_s']:.1f}" if x["recovered_s"] is not None
+                     else "not within 90 s") + (f" ({'; '.join(notes)})" if notes else ""))
+        return ", ".join(one(x) for x in recov if x["what"] == what) or "-"
     throughput = finished / max(1.0, res["drained_at"] - soak.t0)
     for line in (
         f"jobs acknowledged {len(jobs)}, seen terminal {finished}, states {dict(r['states'])}",
@@ -877,7 +907,12 @@ def run(stack: Stack, quick: bool, log: Log) -> Section:
         f"episode starts within {soak.plan.quiet_s:g} s after a mark; a throttle, 455 or 5xx "
         "episode that ended less than 30 s before a mark is named beside its figure (a "
         "throttle leaves the rate cut, `BACKBEAT_THROTTLE_BETA`, to climb back; a 455 leaves "
-        "the breaker open).",
+        "the breaker open). Beside a kill's figure: the submit grants still unanswered "
+        f"{STUCK_AFTER_S:g} s after it (the killed node's calls in flight or answers it held "
+        "unsent); each counts against the rule until its flight bound (connect + read timeout "
+        "+ 10 s after its grant), the safe side, so a window holds fewer calls until then; "
+        "and the bucket's effective limit then when below the rule (a throttle's cut still "
+        "climbing back, or 0 while the breaker holds).",
         "- memory flat: Redis `used_memory` minus the events stream (capped by length, "
         "100,000 entries, by design) after the drain and the retention is at most its "
         "mid-run median plus 256 KiB and 10% of what the live jobs took mid-run (allocator "

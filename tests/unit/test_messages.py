@@ -97,3 +97,38 @@ def test_a_new_job_and_its_message_are_written_in_one_step(rt):
     assert body[0] == [job.id]
     # the message exists from the job's first step: no outbox entry to repair
     assert rt.redis.zscore(rt.keys.outbox, job.id) is None
+
+
+def test_celerys_publish_signals_fire_as_send_task_fires_them(rt):
+    """A receiver of before_task_publish sees the message while it can still change it (a
+    tracing header lands on the broker); after_task_publish follows the write; a new job's
+    message is then sent after its creation (create_job.lua writes none: it might not be
+    published), so each signal fires once per message actually published."""
+    from celery import signals
+
+    before, after = [], []
+
+    def trace(sender=None, headers=None, body=None, **_):
+        headers["x-trace"] = f"trace-{body[0][0]}"
+        before.append(body[0][0])
+
+    def done(sender=None, headers=None, body=None, **_):
+        after.append((sender, body[0][0], headers["x-trace"]))
+
+    signals.before_task_publish.connect(trace, weak=False)
+    signals.after_task_publish.connect(done, weak=False)
+    try:
+        send_submit(rt.settings, "job-9", front=True)
+        job, _ = jobs.enqueue(rt, {"type": "add-instrumental", "params": {
+            "uploadUrl": "https://example.com/a.mp3", "title": "t", "tags": "rock",
+            "negativeTags": "metal"}})
+    finally:
+        signals.before_task_publish.disconnect(trace)
+        signals.after_task_publish.disconnect(done)
+    assert before == ["job-9", job.id]
+    assert after == [("backbeat.submit", "job-9", "trace-job-9"),
+                     ("backbeat.submit", job.id, f"trace-{job.id}")]
+    raw = [json.loads(m) for m in rt.redis.lrange(rt.keys.submit_queue, 0, -1)]
+    assert sorted(m["headers"]["x-trace"] for m in raw) == sorted(
+        ["trace-job-9", f"trace-{job.id}"])
+    assert rt.redis.zscore(rt.keys.outbox, job.id) is None  # sent, and out of the outbox
