@@ -127,7 +127,8 @@ class _ParamsBase(Schema):
         super().__init__(**kwargs)
         self.models = tuple(models)
         self.default_model = default_model
-        # fields are shallow copies per instance: replace their lists and dicts, never mutate
+        # fields are copies per instance (marshmallow deep-copies the declared ones): still,
+        # replace their lists and dicts rather than mutate them
         model = self.fields["model"]
         model.validators = [*model.validators, validate.OneOf(self.models)]
         model.metadata = {**model.metadata, "default": default_model}

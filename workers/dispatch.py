@@ -50,8 +50,8 @@ NORMAL = 6
 
 def submit_message(settings: Settings, job_id: str, front: bool = False) -> Message | None:
     """``job_id``'s submit message as Redis commands of our own (workers/messages.py), or
-    None where only Celery's ``send_task`` may write it (a Sentinel broker)."""
-    composer = composer_for(celery_for(settings), settings.broker_url)
+    None where only Celery's ``send_task`` may write it (``messages.composer_for``)."""
+    composer = composer_for(celery_for(settings))
     if composer is None:
         return None
     return composer.compose(job_id, FRONT if front else NORMAL)
@@ -59,8 +59,9 @@ def submit_message(settings: Settings, job_id: str, front: bool = False) -> Mess
 
 def message_for_create(settings: Settings, job_id: str) -> Message | None:
     """A new job's message for create_job.lua to write with the job (front of the line), or
-    None: a Sentinel broker, or a receiver of Celery's publish signals in this process (the
-    signals fire only for a message that is published: the job's is then sent after it)."""
+    None: one ``send_task`` must write (``messages.composer_for``), or a receiver of Celery's
+    publish signals in this process (the signals fire only for a message that is published:
+    the job's is then sent after it)."""
     if has_publish_hooks():
         return None
     return submit_message(settings, job_id, front=True)
@@ -79,7 +80,7 @@ def send_submits(settings: Settings, job_ids: list[str], front: bool = False) ->
     if not job_ids:
         return
     app = celery_for(settings)
-    composer = composer_for(app, settings.broker_url)
+    composer = composer_for(app)
     priority = FRONT if front else NORMAL
     if composer is None:
         for job_id in job_ids:

@@ -11,8 +11,10 @@ PUBLISHed on the ``celeryev`` fanout channel, so workers consume it and Flower s
 prefix, priority separator, fanout prefix with the db). The two commands then ride in a
 pipeline of the caller's or inside create_job.lua (a new job and its message in one step).
 
-Used only where kombu's Redis transport is the broker (``redis://``, ``rediss://``,
-``unix://``): a Sentinel broker keeps Celery's ``send_task``. Celery's publish signals fire as
+Used only where it writes what ``send_task`` would (``supported``): kombu's own Redis
+transport (a Sentinel broker keeps ``send_task``), task protocol 2, JSON tasks and events
+without compression, persistent delivery, events on ``celeryev``. A message sent from inside a
+running task names it as parent and root, as ``send_task`` does. Celery's publish signals fire as
 ``send_task`` fires them: ``before_task_publish`` with the headers and body while a receiver
 may still change them, ``after_task_publish`` once the message is written (:meth:`Message.
 published`); with a receiver connected, a new job's message is not written by create_job.lua
@@ -33,6 +35,7 @@ from typing import Any
 from celery import Celery, signals
 from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
+from kombu.transport.redis import Transport as RedisTransport
 from redis import Redis
 from redis.client import Pipeline
 
@@ -40,7 +43,16 @@ TASK = "backbeat.submit"
 QUEUE = "submit"
 EVENTS_EXCHANGE = "celeryev"
 SENT_ROUTING_KEY = "task.sent"
-PLAIN_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def supported(app: Celery) -> bool:
+    """True when the app's settings give messages the shape SubmitMessages writes."""
+    conf = app.conf
+    return (int(conf.task_protocol) == 2 and conf.task_serializer == "json"
+            and not conf.task_compression and conf.event_serializer == "json"
+            and conf.event_exchange == EVENTS_EXCHANGE
+            and conf.task_default_delivery_mode in ("persistent", 2)
+            and not conf.task_inherit_parent_priority)
 
 
 def _dumps(obj: Any) -> str:
@@ -92,6 +104,8 @@ class SubmitMessages:
     def __init__(self, app: Celery) -> None:
         self.app = app
         with app.connection_for_write() as conn:
+            if type(conn.transport) is not RedisTransport:  # Sentinel's is a subclass
+                raise TypeError(f"not kombu's Redis transport: {type(conn.transport).__name__}")
             channel = conn.default_channel
             prefix = getattr(channel, "global_keyprefix", "")
             self.events_channel = prefix + channel._get_publish_topic(
@@ -112,11 +126,16 @@ class SubmitMessages:
         if os.getpid() != self.pid:  # forked: the origin names this process
             self.pid, self.hostname = os.getpid(), anon_nodename()
         task_id = str(uuid.uuid4())
+        root_id, parent_id = task_id, None
+        parent = self.app.current_worker_task  # sent from inside a task: it is the parent
+        if parent is not None and parent.request.id:
+            root_id = parent.request.root_id or parent.request.id
+            parent_id = parent.request.id
         argsrepr = repr([job_id])
         headers = {
             "lang": "py", "task": TASK, "id": task_id, "shadow": None, "eta": None,
             "expires": None, "group": None, "group_index": None, "retries": 0,
-            "timelimit": [None, None], "root_id": task_id, "parent_id": None,
+            "timelimit": [None, None], "root_id": root_id, "parent_id": parent_id,
             "argsrepr": argsrepr, "kwargsrepr": "{}", "origin": self.hostname,
             "ignore_result": None, "replaced_task_nesting": 0, "stamped_headers": None,
             "stamps": {},
@@ -127,8 +146,9 @@ class SubmitMessages:
         hooked = has_publish_hooks()
         if hooked and signals.before_task_publish.receivers:
             signals.before_task_publish.send(
-                sender=TASK, body=body, exchange="", routing_key=QUEUE, declare=[],
-                headers=headers, properties=properties, retry_policy=None)
+                sender=TASK, body=body, exchange="", routing_key=QUEUE,
+                declare=[self.app.amqp.queues[QUEUE]], headers=headers, properties=properties,
+                retry_policy=dict(self.app.conf.task_publish_retry_policy or {}))
         envelope = {
             "body": _b64(_dumps(body)),
             "content-encoding": "utf-8",
@@ -147,8 +167,8 @@ class SubmitMessages:
         if self.sent_event:
             fields = {
                 "hostname": self.hostname, "utcoffset": utcoffset(), "pid": self.pid,
-                "clock": self.app.clock.forward(), "uuid": task_id, "root_id": task_id,
-                "parent_id": None, "name": TASK, "args": argsrepr, "kwargs": "{}",
+                "clock": self.app.clock.forward(), "uuid": task_id, "root_id": root_id,
+                "parent_id": parent_id, "name": TASK, "args": argsrepr, "kwargs": "{}",
                 "retries": 0, "eta": None, "expires": None, "queue": QUEUE, "exchange": "",
                 "routing_key": QUEUE, "timestamp": time.time(), "type": "task-sent",
             }
@@ -170,18 +190,23 @@ class SubmitMessages:
                        (body, headers) if hooked else None)
 
 
-_composers: dict[int, SubmitMessages] = {}
+_composers: dict[int, tuple[Celery, SubmitMessages | None]] = {}
 _composers_lock = threading.Lock()
 
 
-def composer_for(app: Celery, broker_url: str) -> SubmitMessages | None:
-    """The app's composer; None when its broker is not a plain Redis URL (Sentinel)."""
-    if not broker_url.startswith(PLAIN_SCHEMES):
-        return None
+def composer_for(app: Celery) -> SubmitMessages | None:
+    """The app's composer; None when its messages must go through ``send_task`` (another
+    transport, such as Sentinel's, or settings it does not reproduce: ``supported``)."""
     found = _composers.get(id(app))
-    if found is None or found.app is not app:
+    if found is None or found[0] is not app:
         with _composers_lock:
             found = _composers.get(id(app))
-            if found is None or found.app is not app:
-                found = _composers[id(app)] = SubmitMessages(app)
-    return found
+            if found is None or found[0] is not app:
+                composer = None
+                if supported(app):
+                    try:
+                        composer = SubmitMessages(app)
+                    except TypeError:
+                        composer = None
+                found = _composers[id(app)] = (app, composer)
+    return found[1]

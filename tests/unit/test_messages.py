@@ -86,7 +86,19 @@ def test_the_message_and_its_event_are_celerys_own(rt, front):
     assert fields["type"] == "task-sent" and fields["uuid"] == ours["headers"]["id"]
 
 
-def test_a_new_job_and_its_message_are_written_in_one_step(rt):
+def test_a_new_job_and_its_message_are_written_in_one_step(rt, monkeypatch):
+    """create_job.lua writes the job's message and publishes its task-sent event itself: no
+    send after it (sending is made to fail here), no outbox entry to repair."""
+    from backbeat.workers import lanes
+
+    def no_send(*_a, **_k):
+        raise AssertionError("the message was sent after the job's creation")
+
+    monkeypatch.setattr(lanes, "send_new", no_send)
+    monkeypatch.setattr(lanes, "send_or_admit", no_send)
+    listener = rt.redis.pubsub(ignore_subscribe_messages=True)
+    listener.psubscribe("msg:celery:*")
+    listener.get_message(timeout=1.0)
     job, created = jobs.enqueue(rt, {"type": "add-instrumental", "params": {
         "uploadUrl": "https://example.com/a.mp3", "title": "t", "tags": "rock",
         "negativeTags": "metal"}})
@@ -95,8 +107,15 @@ def test_a_new_job_and_its_message_are_written_in_one_step(rt):
     assert len(raw) == 1
     body = json.loads(base64.b64decode(json.loads(raw[0])["body"]))
     assert body[0] == [job.id]
-    # the message exists from the job's first step: no outbox entry to repair
     assert rt.redis.zscore(rt.keys.outbox, job.id) is None
+    event = None
+    deadline = time.monotonic() + 10
+    while event is None and time.monotonic() < deadline:
+        event = listener.get_message(timeout=1.0)
+    listener.close()
+    assert event is not None, "no task-sent event"
+    fields = json.loads(base64.b64decode(json.loads(event["data"])["body"]))
+    assert fields["type"] == "task-sent" and fields["args"] == repr([job.id])
 
 
 def test_celerys_publish_signals_fire_as_send_task_fires_them(rt):
@@ -132,3 +151,37 @@ def test_celerys_publish_signals_fire_as_send_task_fires_them(rt):
     assert sorted(m["headers"]["x-trace"] for m in raw) == sorted(
         ["trace-job-9", f"trace-{job.id}"])
     assert rt.redis.zscore(rt.keys.outbox, job.id) is None  # sent, and out of the outbox
+
+
+@pytest.mark.parametrize("conf", [{"task_compression": "gzip"}, {"task_protocol": 1},
+                                  {"event_serializer": "pickle"}, {"broker_url": "memory://"}])
+def test_settings_it_does_not_reproduce_keep_send_task(conf):
+    """Another transport (Sentinel's, memory) or Celery settings that change the message's
+    shape: no composer, so send_submit goes through Celery's send_task."""
+    from celery import Celery
+
+    from backbeat.workers.messages import composer_for
+
+    app = Celery("other", broker=conf.pop("broker_url", "redis://127.0.0.1:1/0"))
+    app.conf.update({"task_serializer": "json", "event_serializer": "json", **conf})
+    assert composer_for(app) is None
+
+
+def test_a_message_sent_from_inside_a_task_names_it_as_parent(rt):
+    """As send_task does: the running task is the new message's parent and its root."""
+    from celery import Celery
+
+    from backbeat.workers.messages import SubmitMessages
+
+    app = celery_for(rt.settings)
+    composer = SubmitMessages(app)
+    other = Celery("parent-test")
+
+    @other.task(name="parent.test", bind=True)
+    def parent(self):
+        return json.loads(composer.compose("job-2", FRONT).body)["headers"]
+
+    headers = parent.apply(task_id="parent-1").get()
+    assert (headers["parent_id"], headers["root_id"]) == ("parent-1", "parent-1")
+    top = json.loads(composer.compose("job-3", FRONT).body)["headers"]
+    assert top["parent_id"] is None and top["root_id"] == top["id"]

@@ -153,3 +153,8 @@ def test_environment_is_read_once_proxies_honoured_netrc_ignored(sim, tmp_path, 
     monkeypatch.setenv("NETRC", str(netrc))
     answer = make_client(sim.url).create("add-instrumental", PARAMS, CALLBACK)
     assert answer.outcome is Outcome.ACCEPTED, answer
+
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    assert make_client("https://provider.example").session.verify == str(bundle)
