@@ -227,11 +227,16 @@ def _groups(arms: Arms) -> dict[str, list[int]]:
 
     assert arms.fleet is not None and arms.stack.sim is not None
     out = {"backbeat web (gunicorn)": tree(next(p for p in arms.procs if p.name == "pipeline-web")),
-           "backbeat worker node": [x for p in arms.fleet.procs for x in tree(p)],
+           "backbeat worker node, main process": [p.popen.pid for p in arms.fleet.procs],
+           "backbeat worker node, pool processes": [x for p in arms.fleet.procs
+                                                    for x in _children(p.popen.pid)],
            "bare web (gunicorn)": tree(next(p for p in arms.procs
                                             if p.name == "pipeline-bare-web")),
-           "bare worker node": [x for p in arms.procs if p.name.startswith("bare")
-                                for x in tree(p)],
+           "bare worker node, main process": [p.popen.pid for p in arms.procs
+                                              if p.name.startswith("bare")],
+           "bare worker node, pool processes": [x for p in arms.procs
+                                                if p.name.startswith("bare")
+                                                for x in _children(p.popen.pid)],
            "redis-server": [arms.stack.redis_proc.popen.pid] if arms.stack.redis_proc else [],
            "simulator": [arms.stack.sim.proc.popen.pid]}
     return out
