@@ -46,13 +46,18 @@ SENT_ROUTING_KEY = "task.sent"
 
 
 def supported(app: Celery) -> bool:
-    """True when the app's settings give messages the shape SubmitMessages writes."""
+    """True when the app's broker and settings give messages the shape SubmitMessages writes:
+    kombu's own Redis transport (Sentinel's is a subclass: not it) and Celery's defaults for
+    the message's form."""
     conf = app.conf
-    return (int(conf.task_protocol) == 2 and conf.task_serializer == "json"
+    if not (int(conf.task_protocol) == 2 and conf.task_serializer == "json"
             and not conf.task_compression and conf.event_serializer == "json"
             and conf.event_exchange == EVENTS_EXCHANGE
             and conf.task_default_delivery_mode in ("persistent", 2)
-            and not conf.task_inherit_parent_priority)
+            and not conf.task_inherit_parent_priority):
+        return False
+    with app.connection_for_write() as conn:  # the transport's class: no I/O
+        return type(conn.transport) is RedisTransport
 
 
 def _dumps(obj: Any) -> str:
@@ -99,13 +104,12 @@ class Message:
 
 
 class SubmitMessages:
-    """Composes submit messages for one Celery app (its broker names read once from kombu)."""
+    """Composes submit messages for one Celery app (its broker names read once from kombu);
+    only for an app ``supported`` accepts."""
 
     def __init__(self, app: Celery) -> None:
         self.app = app
         with app.connection_for_write() as conn:
-            if type(conn.transport) is not RedisTransport:  # Sentinel's is a subclass
-                raise TypeError(f"not kombu's Redis transport: {type(conn.transport).__name__}")
             channel = conn.default_channel
             prefix = getattr(channel, "global_keyprefix", "")
             self.events_channel = prefix + channel._get_publish_topic(
@@ -202,11 +206,6 @@ def composer_for(app: Celery) -> SubmitMessages | None:
         with _composers_lock:
             found = _composers.get(id(app))
             if found is None or found[0] is not app:
-                composer = None
-                if supported(app):
-                    try:
-                        composer = SubmitMessages(app)
-                    except TypeError:
-                        composer = None
+                composer = SubmitMessages(app) if supported(app) else None
                 found = _composers[id(app)] = (app, composer)
     return found[1]
