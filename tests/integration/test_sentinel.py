@@ -86,7 +86,8 @@ class HA:
         for port in self.sentinel_ports:
             try:
                 with Redis(port=port, socket_timeout=1, socket_connect_timeout=1) as s:
-                    addr = s.sentinel_get_master_addr_by_name(MASTER)
+                    # raw, as in sentinels_ready (redis-py 6.4's helper raises TypeError)
+                    addr = s.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)
                 out.append(int(addr[1]) if addr else None)
             except Exception:  # noqa: BLE001 - a sentinel busy or gone: unknown
                 out.append(None)
@@ -97,7 +98,10 @@ class HA:
         can they agree on a failover)."""
         for port in self.sentinel_ports:
             with Redis(port=port, socket_timeout=2, decode_responses=True) as s:
-                state = s.sentinel_master(MASTER)
+                # raw: redis-py 6.4's sentinel_master() passes an argument its own reply
+                # parser does not take (TypeError) when called on a plain client
+                flat = s.execute_command("SENTINEL", "MASTER", MASTER)
+            state = dict(zip(flat[::2], flat[1::2], strict=True))
             if not (int(state["num-slaves"]) >= 1 and int(state["num-other-sentinels"]) >= 2
                     and int(state["port"]) == self.primary_port):
                 return False
